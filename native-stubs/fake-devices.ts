@@ -1,0 +1,234 @@
+/**
+ * Stand-ins for the POWER-only devices, on memfds: a fake KVM XIVE device whose IPI ESB pages
+ * for interrupt n sit at their own offset (the approach-3 contract), and fake passthrough devices
+ * whose pages `pages()` hands out as `PageSource`s. Every ESB page starts with an ASCII stamp
+ * (`ipi:<irq>:<p>`, `pt<id>:<hostIrq>:<p>`, NUL-terminated) so a test tells pages apart by reading
+ * memory. The files are sparse: only stamped pages cost memory.
+ */
+import {
+  DEFAULT_ESB_SHIFT,
+  MAX_IRQS,
+  MFD_CLOEXEC,
+  O_CLOEXEC,
+  O_RDWR,
+  PageSource,
+  RemapError,
+  SharedFd,
+  checkIrq,
+  checkIrqRange,
+  esbGeometry,
+  esbOffset,
+  realNative,
+  type DeviceContract,
+  type EsbDevice,
+  type EsbGeometry,
+  type IpiPages,
+  type NativeLayer,
+} from '../src/internal.js';
+
+/** Options of `FakeXiveDevice.create`. */
+export interface FakeXiveOptions {
+  /** Number of guest interrupts (1 .. 1Mi). */
+  nrIrqs: number;
+  /** esbShift (12, 13, 16 or 17; default 17). */
+  esbShift?: number;
+  /**
+   * Make every mapping of the device un-mergeable by the kernel, as real `VM_IO|VM_PFNMAP` ESB
+   * mappings are: each mmap gets a fresh file description (an open of /proc/self/fd/N).
+   */
+  unmergeable?: boolean;
+  /** Stamp every ESB page now (default true). With false, stamp with `stampIrq` where needed. */
+  stamp?: boolean;
+  /** Native layer (tests). */
+  native?: NativeLayer;
+}
+
+/** Options of `FakePassthroughDevice.create`. */
+export interface FakePassthroughOptions {
+  /** Number of host interrupts the device has. */
+  nrIrqs: number;
+  /** Device id: its stamps read `pt<id>:…`. */
+  id: number;
+  /** esbShift (default 17). */
+  esbShift?: number;
+  /** Native layer (tests). */
+  native?: NativeLayer;
+}
+
+/** A memfd of ESB pages with stamps; the common part of both fakes. */
+class StampedFile {
+  readonly handle: SharedFd;
+  constructor(
+    readonly native: NativeLayer,
+    readonly name: string,
+    readonly nrIrqs: number,
+    readonly geometry: EsbGeometry,
+  ) {
+    const fd = native.memfdCreate(name, MFD_CLOEXEC);
+    this.handle = new SharedFd(native, fd);
+    try {
+      native.ftruncate(fd, BigInt(nrIrqs) * geometry.bytesPerIrq);
+    } catch (e) {
+      this.handle.release();
+      throw new RemapError('E_SOURCE', `creating ${name}: ftruncate failed`, { cause: e });
+    }
+  }
+
+  stamp(irq: number, prefix: string): void {
+    for (let p = 0; p < this.geometry.pagesPerIrq; p++) {
+      this.native.pwrite(this.handle.fd, Buffer.from(`${prefix}:${irq}:${p}\0`, 'latin1'), esbOffset(this.geometry, irq, p as 0 | 1));
+    }
+  }
+}
+
+function geometryFor(op: string, esbShift: number | undefined, native: NativeLayer): EsbGeometry {
+  try {
+    return esbGeometry(esbShift ?? DEFAULT_ESB_SHIFT, native.pageSize);
+  } catch (e) {
+    throw new RemapError('E_GEOMETRY', `${op}: ${(e as Error).message}`, { cause: e });
+  }
+}
+
+/** A memfd-backed stand-in for the KVM XIVE device that meets the per-irq-offsets contract. */
+export class FakeXiveDevice implements EsbDevice {
+  /** @inheritdoc */
+  readonly name = 'fake-xive';
+  /** Fakes meet the approach-3 contract. */
+  readonly contract: DeviceContract = 'per-irq-offsets';
+  readonly #file: StampedFile;
+  readonly #unmergeable: boolean;
+
+  private constructor(file: StampedFile, unmergeable: boolean) {
+    this.#file = file;
+    this.#unmergeable = unmergeable;
+  }
+
+  /**
+   * A fake XIVE device of `nrIrqs` interrupts, every IPI ESB page stamped `ipi:<irq>:<p>`.
+   * @throws RemapError E_IRQ_RANGE for a bad nrIrqs, E_GEOMETRY for a bad esbShift
+   */
+  static create(options: FakeXiveOptions): FakeXiveDevice {
+    const native = options.native ?? realNative;
+    const op = 'FakeXiveDevice.create';
+    checkIrqRange(op, 0, options?.nrIrqs, MAX_IRQS + 1, 'interrupt');
+    const file = new StampedFile(native, 'fake-xive-ipi', options.nrIrqs, geometryFor(op, options.esbShift, native));
+    const dev = new FakeXiveDevice(file, options.unmergeable ?? false);
+    if (options.stamp ?? true) for (let irq = 0; irq < options.nrIrqs; irq++) dev.stampIrq(irq);
+    return dev;
+  }
+
+  /** Number of guest interrupts. */
+  get nrIrqs(): number {
+    return this.#file.nrIrqs;
+  }
+
+  /** Layout of each interrupt's pages. */
+  get geometry(): EsbGeometry {
+    return this.#file.geometry;
+  }
+
+  /** Whether the kernel merges adjacent mappings of it (false with `unmergeable`). */
+  get mergeable(): boolean {
+    return !this.#unmergeable;
+  }
+
+  /** The memfd (owned by the device). */
+  get fd(): number {
+    return this.#file.handle.fd;
+  }
+
+  /** Write interrupt `irq`'s stamps (for devices made with `stamp: false`). @throws RemapError E_IRQ_RANGE */
+  stampIrq(irq: number): void {
+    this.#file.stamp(checkIrq('FakeXiveDevice.stampIrq', irq, this.nrIrqs), 'ipi');
+  }
+
+  /** @inheritdoc */
+  openIpiPages(): IpiPages {
+    const native = this.#file.native;
+    const own = new SharedFd(native, native.dupCloexec(this.fd));
+    const bpi = this.geometry.bytesPerIrq;
+    const unmergeable = this.#unmergeable;
+    return {
+      offsetOf: (irq) => BigInt(irq) * bpi,
+      withFd<T>(map: (fd: number) => T): T {
+        if (!unmergeable) return map(own.fd);
+        // A fresh open file description per mapping: the kernel merges VMAs only of the same
+        // struct file, so these never merge, like VM_PFNMAP ESB mappings.
+        const fresh = native.open(`/proc/self/fd/${own.fd}`, O_RDWR | O_CLOEXEC);
+        try {
+          return map(fresh);
+        } finally {
+          native.close(fresh);
+        }
+      },
+      close: () => own.release(),
+    };
+  }
+
+  /** Close the device's memfd (regions opened on it keep their own handle). Safe to repeat. */
+  close(): void {
+    this.#file.handle.release();
+  }
+}
+
+/** A memfd-backed stand-in for a passthrough device's interrupt ESB pages. */
+export class FakePassthroughDevice {
+  readonly #file: StampedFile;
+  #closed = false;
+
+  private constructor(
+    file: StampedFile,
+    /** Device id (stamps read `pt<id>:…`). */
+    readonly id: number,
+  ) {
+    this.#file = file;
+  }
+
+  /**
+   * A fake passthrough device of `nrIrqs` host interrupts, pages stamped `pt<id>:<hostIrq>:<p>`.
+   * @throws RemapError E_IRQ_RANGE for a bad nrIrqs or id, E_GEOMETRY for a bad esbShift
+   */
+  static create(options: FakePassthroughOptions): FakePassthroughDevice {
+    const native = options.native ?? realNative;
+    const op = 'FakePassthroughDevice.create';
+    checkIrqRange(op, 0, options?.nrIrqs, MAX_IRQS + 1, 'interrupt');
+    checkIrq(op, options.id, 2 ** 31, 'device id');
+    const file = new StampedFile(native, `fake-pt${options.id}`, options.nrIrqs, geometryFor(op, options.esbShift, native));
+    for (let irq = 0; irq < options.nrIrqs; irq++) file.stamp(irq, `pt${options.id}`);
+    return new FakePassthroughDevice(file, options.id);
+  }
+
+  /** Number of host interrupts. */
+  get nrIrqs(): number {
+    return this.#file.nrIrqs;
+  }
+
+  /** Layout of each interrupt's pages. */
+  get geometry(): EsbGeometry {
+    return this.#file.geometry;
+  }
+
+  /** The memfd (owned by the device). */
+  get fd(): number {
+    return this.#file.handle.fd;
+  }
+
+  /**
+   * The ESB pages of host interrupts [hostIrq, hostIrq+count), as a source for attach/attachRange.
+   * @throws RemapError E_IRQ_RANGE if they are not all on the device; E_CLOSED after close()
+   */
+  pages(hostIrq: number, count = 1): PageSource {
+    const op = `pt${this.id}.pages(${String(hostIrq)}, ${String(count)})`;
+    if (this.#closed) throw new RemapError('E_CLOSED', `${op}: the device is closed`);
+    checkIrqRange(op, hostIrq, count, this.nrIrqs, 'host interrupt');
+    const g = this.geometry;
+    return new PageSource(this.#file.handle.retain(), esbOffset(g, hostIrq), count, BigInt(this.nrIrqs) * g.bytesPerIrq, `pt${this.id}`, g, hostIrq);
+  }
+
+  /** Close the device's memfd; sources and regions that use its pages keep their own hold. Safe to repeat. */
+  close(): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    this.#file.handle.release();
+  }
+}

@@ -1,0 +1,18 @@
+/**
+ * xive-remap: pass interrupts through to a KVM guest on POWER by mapping the device's XIVE ESB
+ * pages over the guest's IPI ESB pages, inside one memslot that is registered once (approach 3).
+ *
+ * Layers, top to bottom (data flows down): EsbController (the run table, attach/detach) →
+ * EsbDevice / PageSource (where pages come from) → geometry (pure arithmetic) → kvm (ioctls) →
+ * native (the only module that loads koffi).
+ */
+export { EsbController } from './controller.js';
+export type { Backing, ControllerMode, Degraded, Memslot, OpenOptions, RunInfo } from './controller.js';
+export { PageSource } from './source.js';
+export type { FromFdOptions } from './source.js';
+export type { DeviceContract, EsbDevice, IpiPages } from './device.js';
+export { RemapError, NativeError, errnoName } from './errors.js';
+export type { RemapErrorCode } from './errors.js';
+export { esbGeometry, esbOffset, esbSpan, DEFAULT_ESB_SHIFT, ESB_SHIFTS, MAX_IRQS } from './geometry.js';
+export type { EsbGeometry, EsbShift } from './geometry.js';
+export type { NativeLayer } from './native/types.js';

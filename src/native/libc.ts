@@ -1,0 +1,156 @@
+/**
+ * The real native layer: the only module of xive-remap that loads koffi. Each wrapper has one
+ * shape (rust-vmm style): the raw call, then `ret < 0 → NativeError(syscall, errno)`. Pointers come
+ * back from koffi as number or bigint and leave here as bigint. MAP_FIXED is refused outside the
+ * ranges the library has claimed (invariant 2), before the kernel sees it.
+ */
+import { readFileSync, fstatSync } from 'node:fs';
+import { arch as osArch } from 'node:process';
+import koffi from 'koffi';
+import { NativeError } from '../errors.js';
+import { OwnedRanges, parseMaps } from './maps.js';
+import { MAP_FIXED, type FileStat, type MapsEntry, type NativeLayer } from './types.js';
+
+const MAP_FAILED = 0xffffffffffffffffn;
+const F_GETFL = 3;
+const F_DUPFD_CLOEXEC = 1030;
+const O_ACCMODE = 3;
+
+const libc = koffi.load('libc.so.6');
+const c = {
+  mmap: libc.func('uintptr_t mmap(uintptr_t addr, size_t length, int prot, int flags, int fd, int64_t offset)'),
+  munmap: libc.func('int munmap(uintptr_t addr, size_t length)'),
+  memfd_create: libc.func('int memfd_create(const char *name, unsigned int flags)'),
+  ftruncate: libc.func('int ftruncate(int fd, int64_t length)'),
+  fcntl: libc.func('int fcntl(int fd, int cmd, ...)'),
+  open: libc.func('int open(const char *path, int flags, ...)'),
+  close: libc.func('int close(int fd)'),
+  pwrite: libc.func('intptr_t pwrite(int fd, const void *buf, size_t count, int64_t offset)'),
+  // Variadic, as the ppc64le ABI requires for ioctl's third argument.
+  ioctl: libc.func('int ioctl(int fd, unsigned long request, ...)'),
+  getpagesize: libc.func('int getpagesize(void)'),
+  peek: libc.func('memcpy', 'uintptr_t', ['void *', 'uintptr_t', 'size_t']),
+  poke: libc.func('memcpy', 'uintptr_t', ['uintptr_t', 'void *', 'size_t']),
+};
+
+const owned = new OwnedRanges();
+const counts: Record<string, number> = {};
+
+function count(syscall: string): void {
+  counts[syscall] = (counts[syscall] ?? 0) + 1;
+}
+
+function fail(syscall: string, detail?: string): never {
+  throw new NativeError(syscall, koffi.errno(), detail);
+}
+
+function hex(v: bigint): string {
+  return `0x${v.toString(16)}`;
+}
+
+/** The process's real native layer (a singleton: address space and fds are process-wide). */
+export const realNative: NativeLayer = {
+  pageSize: c.getpagesize() as number,
+  arch: osArch,
+  counts,
+
+  mmap(addr, length, prot, flags, fd, offset) {
+    if (flags & MAP_FIXED) owned.check(addr, length);
+    count('mmap');
+    const r = BigInt(c.mmap(addr, length, prot, flags, fd, offset) as number | bigint);
+    if (r === MAP_FAILED) fail('mmap', `addr ${hex(addr)} length ${hex(length)} fd ${fd} offset ${hex(offset)}`);
+    return r;
+  },
+
+  munmap(addr, length) {
+    count('munmap');
+    if ((c.munmap(addr, length) as number) < 0) fail('munmap', `addr ${hex(addr)} length ${hex(length)}`);
+  },
+
+  memfdCreate(name, flags) {
+    count('memfd_create');
+    const fd = c.memfd_create(name, flags) as number;
+    if (fd < 0) fail('memfd_create', name);
+    return fd;
+  },
+
+  ftruncate(fd, length) {
+    count('ftruncate');
+    if ((c.ftruncate(fd, length) as number) < 0) fail('ftruncate', `fd ${fd}`);
+  },
+
+  fstat(fd): FileStat {
+    count('fstat');
+    try {
+      const s = fstatSync(fd, { bigint: true });
+      return { size: s.size, mode: Number(s.mode), dev: s.dev, ino: s.ino };
+    } catch (e) {
+      const errno = -((e as NodeJS.ErrnoException).errno ?? 0);
+      throw new NativeError('fstat', errno, `fd ${fd}`);
+    }
+  },
+
+  dupCloexec(fd) {
+    count('fcntl');
+    const r = c.fcntl(fd, F_DUPFD_CLOEXEC, 'int', 0) as number;
+    if (r < 0) fail('fcntl', `F_DUPFD_CLOEXEC fd ${fd}`);
+    return r;
+  },
+
+  accessMode(fd) {
+    count('fcntl');
+    const r = c.fcntl(fd, F_GETFL, 'int', 0) as number;
+    if (r < 0) fail('fcntl', `F_GETFL fd ${fd}`);
+    return r & O_ACCMODE;
+  },
+
+  open(path, flags) {
+    count('open');
+    const fd = c.open(path, flags, 'int', 0) as number;
+    if (fd < 0) fail('open', path);
+    return fd;
+  },
+
+  close(fd) {
+    count('close');
+    if ((c.close(fd) as number) < 0) fail('close', `fd ${fd}`);
+  },
+
+  pwrite(fd, data, offset) {
+    count('pwrite');
+    const n = Number(c.pwrite(fd, data, data.byteLength, offset));
+    if (n < 0) fail('pwrite', `fd ${fd} offset ${hex(offset)}`);
+    return n;
+  },
+
+  ioctl(fd, request, arg = 0) {
+    count('ioctl');
+    const r = (arg instanceof Uint8Array
+      ? c.ioctl(fd, request, 'void *', arg)
+      : c.ioctl(fd, request, 'uint64_t', BigInt(arg))) as number;
+    if (r < 0) fail('ioctl', `fd ${fd} request 0x${(request >>> 0).toString(16)}`);
+    return r;
+  },
+
+  peek(addr, length) {
+    const buf = Buffer.alloc(length);
+    c.peek(buf, addr, length);
+    return buf;
+  },
+
+  poke(addr, data) {
+    c.poke(addr, data, data.byteLength);
+  },
+
+  readMaps(pid?: number): MapsEntry[] {
+    return parseMaps(readFileSync(`/proc/${pid ?? 'self'}/maps`, 'latin1'));
+  },
+
+  claim(addr, length) {
+    owned.claim(addr, length);
+  },
+
+  release(addr, length) {
+    owned.release(addr, length);
+  },
+};

@@ -1,0 +1,31 @@
+/**
+ * Argument checks shared by every public entry point. Each throws a RemapError whose message
+ * names the operation, so a caller's log line says what was being done and to what.
+ */
+import { RemapError } from './errors.js';
+
+/** Render any value for an error message without throwing (bigints, symbols, objects). */
+export function show(v: unknown): string {
+  if (typeof v === 'string') return JSON.stringify(v);
+  if (typeof v === 'bigint') return `${v}n`;
+  if (typeof v === 'number' || typeof v === 'boolean' || v === undefined || v === null) return String(v);
+  if (typeof v === 'symbol') return v.toString();
+  return Object.prototype.toString.call(v);
+}
+
+/** @throws RemapError E_IRQ_RANGE unless `irq` is an integer in [0, limit) */
+export function checkIrq(op: string, irq: unknown, limit: number, what = 'interrupt'): number {
+  if (typeof irq !== 'number' || !Number.isInteger(irq) || irq < 0 || irq >= limit) {
+    throw new RemapError('E_IRQ_RANGE', `${op}: ${what} ${show(irq)} is not an integer in [0, ${limit})`);
+  }
+  return irq;
+}
+
+/** @throws RemapError E_IRQ_RANGE unless `count` is a positive integer and [first, first+count) fits in [0, limit) */
+export function checkIrqRange(op: string, first: unknown, count: unknown, limit: number, what = 'interrupt'): [number, number] {
+  const f = checkIrq(op, first, limit, what);
+  if (typeof count !== 'number' || !Number.isInteger(count) || count < 1 || f + count > limit) {
+    throw new RemapError('E_IRQ_RANGE', `${op}: ${show(count)} ${what}s from ${f} do not fit in [0, ${limit})`);
+  }
+  return [f, count];
+}
