@@ -1,0 +1,47 @@
+#!/usr/bin/env node
+/**
+ * The `xive-remap` command: argument parsing, rendering and exit codes only; the work is done by
+ * the library. Subcommands: `demo` (the hot-plug demo on fake devices).
+ */
+import { parseArgs } from 'node:util';
+import { runDemo, renderDemo } from './demo.js';
+
+const usage = `usage: xive-remap <command> [--json]
+
+commands:
+  demo     hot-plug passthrough interrupts on fake devices and check every step by reading memory
+`;
+
+function json(v: unknown): string {
+  return JSON.stringify(v, (_k, x: unknown) => (typeof x === 'bigint' ? `0x${x.toString(16)}` : x), 2);
+}
+
+/** Run the CLI with these arguments; returns the exit code. */
+export async function main(argv: string[]): Promise<number> {
+  const { values, positionals } = parseArgs({ args: argv, allowPositionals: true, options: { json: { type: 'boolean' }, help: { type: 'boolean', short: 'h' } } });
+  const [command] = positionals;
+  if (values.help || command === undefined) {
+    process.stdout.write(usage);
+    return command === undefined && !values.help ? 2 : 0;
+  }
+  switch (command) {
+    case 'demo': {
+      const r = runDemo();
+      process.stdout.write(`${values.json ? json(r) : renderDemo(r)}\n`);
+      return r.ok ? 0 : 1;
+    }
+    default:
+      process.stderr.write(`xive-remap: unknown command ${JSON.stringify(command)}\n${usage}`);
+      return 2;
+  }
+}
+
+main(process.argv.slice(2)).then(
+  (code) => {
+    process.exitCode = code;
+  },
+  (e: unknown) => {
+    process.stderr.write(`xive-remap: ${e instanceof Error ? e.message : String(e)}\n`);
+    process.exitCode = 1;
+  },
+);

@@ -1,0 +1,35 @@
+import { expect } from 'chai';
+import { execFileSync } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
+
+const cli = fileURLToPath(new URL('../src/cli/main.js', import.meta.url));
+
+describe('xive-remap demo (npm start)', () => {
+  it('runs every hot-plug step on the fakes with every check passing, as text and as JSON', () => {
+    const text = execFileSync(process.execPath, [cli, 'demo'], { encoding: 'utf8' });
+    expect(text).to.match(/all checks passed\n$/);
+    const r = JSON.parse(execFileSync(process.execPath, [cli, 'demo', '--json'], { encoding: 'utf8' })) as {
+      ok: boolean;
+      steps: { action: string; map: string[]; vmas: number; vmaBound: number; wrongStamps: string[]; memslotUnchanged: boolean }[];
+    };
+    expect(r.ok).to.equal(true);
+    expect(r.steps).to.have.length(5);
+    expect(r.steps[1]?.map).to.deep.equal(['64-79←pt1:0-15']);
+    expect(r.steps[4]?.map).to.deep.equal(['300←pt2:0', '310-313←pt2:4-7']);
+    for (const s of r.steps) {
+      expect(s.wrongStamps).to.deep.equal([]);
+      expect(s.memslotUnchanged).to.equal(true);
+      expect(s.vmas).to.be.at.most(s.vmaBound);
+    }
+  });
+
+  it('exits 2 with the usage on an unknown command', () => {
+    let status: number | null = null;
+    try {
+      execFileSync(process.execPath, [cli, 'frobnicate'], { encoding: 'utf8', stdio: 'pipe' });
+    } catch (e) {
+      status = (e as { status: number }).status;
+    }
+    expect(status).to.equal(2);
+  });
+});

@@ -1,0 +1,52 @@
+/**
+ * Test helpers that look at memory, not at the library's bookkeeping: stamps read through the
+ * region, VMAs counted from /proc/self/maps.
+ */
+import { expect } from 'chai';
+import { RemapError, type EsbController } from 'xive-remap';
+import { readStamp } from 'xive-remap/native-stubs';
+import { mapsIn, realNative, type MapsEntry } from '../src/internal.js';
+
+/** The VMAs inside the region, from /proc/self/maps. */
+export function regionVmas(esb: EsbController): MapsEntry[] {
+  const { userspaceAddr, size } = esb.memslot;
+  return mapsIn(realNative.readMaps(), userspaceAddr, userspaceAddr + size);
+}
+
+/** What every interrupt's pages must read, from `expected` (irq → stamp prefix, default `ipi:<irq>`). */
+export function expectStamps(esb: EsbController, expected: ReadonlyMap<number, string> = new Map(), irqs?: Iterable<number>): void {
+  const pages = esb.geometry.pagesPerIrq;
+  const wrong: string[] = [];
+  for (const irq of irqs ?? Array.from({ length: esb.nrIrqs }, (_, i) => i)) {
+    for (let p = 0; p < pages; p++) {
+      const want = `${expected.get(irq) ?? `ipi:${irq}`}:${p}`;
+      const got = readStamp(esb, irq, p as 0 | 1);
+      if (got !== want) wrong.push(`irq ${irq} page ${p}: read ${JSON.stringify(got)}, want ${JSON.stringify(want)}`);
+    }
+  }
+  expect(wrong, wrong.slice(0, 5).join('\n')).to.deep.equal([]);
+}
+
+/** Every interrupt's stamps match what backingOf says (no hole, no stale overlay). */
+export function expectBackingMatchesMemory(esb: EsbController, irqs?: Iterable<number>): void {
+  const expected = new Map<number, string>();
+  for (const irq of irqs ?? Array.from({ length: esb.nrIrqs }, (_, i) => i)) {
+    const b = esb.backingOf(irq);
+    expected.set(irq, b.kind === 'ipi' ? `ipi:${irq}` : b.source);
+  }
+  expectStamps(esb, expected, expected.keys());
+}
+
+/** Run `fn`, expect a RemapError with `code`, and return it. */
+export function expectRemapError(fn: () => unknown, code: string): RemapError {
+  let caught: unknown;
+  try {
+    fn();
+  } catch (e) {
+    caught = e;
+  }
+  expect(caught, `expected a RemapError ${code}`).to.be.instanceOf(RemapError);
+  const err = caught as RemapError;
+  expect(err.code, err.message).to.equal(code);
+  return err;
+}
