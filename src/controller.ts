@@ -20,6 +20,7 @@
  * size; the alternative, compacting later, does the same zap plus a /proc walk to find fragments,
  * so it is never cheaper, and it breaks the bound in between.
  */
+import { auditRegion, devString, type Discrepancy, type ExpectedSegment, type FileId } from './audit.js';
 import { RemapError } from './errors.js';
 import type { DeviceContract, EsbDevice, IpiPages } from './device.js';
 import { sameLayout, type EsbGeometry } from './geometry.js';
@@ -302,6 +303,38 @@ export class EsbController {
   /** Counters: operations done, failures, system calls issued, passthrough runs now. */
   stats(): { operations: number; failures: number; syscalls: number; runs: number } {
     return { ...this.#stats, runs: this.#runs.length };
+  }
+
+  /**
+   * Compare the table with the kernel's view: /proc/self/maps (VMA boundaries, backing file and
+   * offset of every run, holes, the VMA bound) and fstat of each backing. Returns the
+   * discrepancies, empty when all is well. Not for the hot path: it reads /proc.
+   * @throws RemapError E_CLOSED
+   */
+  audit(): Discrepancy[] {
+    this.#checkOpen('audit()');
+    const ipi = this.#ipi as IpiPages;
+    const fileOf = (fd: number): FileId => {
+      const st = this.#native.fstat(fd);
+      return { dev: devString(st.dev), ino: st.ino };
+    };
+    const ipiFile = ipi.withFd(fileOf);
+    const runs = this.mode === 'overlay' ? this.#runs : [];
+    const segments: ExpectedSegment[] = [];
+    let pos = 0;
+    const gapTo = (to: number): void => {
+      if (to > pos) segments.push({ first: pos, count: to - pos, name: 'ipi', file: ipiFile, offset: ipi.offsetOf(pos) });
+    };
+    for (const r of runs) {
+      gapTo(r.first);
+      segments.push({ first: r.first, count: r.count, name: r.source.nameOf(0), file: fileOf(r.source.handle.fd), offset: r.source.offset });
+      pos = end(r);
+    }
+    gapTo(this.nrIrqs);
+    return auditRegion(
+      { base: this.memslot.userspaceAddr, bytesPerIrq: this.geometry.bytesPerIrq, nrIrqs: this.nrIrqs, segments, runs: runs.length },
+      this.#native.readMaps(),
+    );
   }
 
   /**

@@ -5,11 +5,14 @@
  */
 import { parseArgs } from 'node:util';
 import { runDemo, renderDemo } from './demo.js';
+import { inspect, renderInspect } from './inspect.js';
 
 const usage = `usage: xive-remap <command> [--json]
 
 commands:
-  demo     hot-plug passthrough interrupts on fake devices and check every step by reading memory
+  demo                 hot-plug passthrough interrupts on fake devices and check every step by reading memory
+  inspect --pid N      show the ESB regions of a running VMM from /proc/N/maps: which interrupts
+                       are overlaid by which file  [--esb-shift 17]
 `;
 
 function json(v: unknown): string {
@@ -18,7 +21,12 @@ function json(v: unknown): string {
 
 /** Run the CLI with these arguments; returns the exit code. */
 export async function main(argv: string[]): Promise<number> {
-  const { values, positionals } = parseArgs({ args: argv, allowPositionals: true, options: { json: { type: 'boolean' }, help: { type: 'boolean', short: 'h' } } });
+  const { values, positionals } = parseArgs({ args: argv, allowPositionals: true, options: {
+      json: { type: 'boolean' },
+      help: { type: 'boolean', short: 'h' },
+      pid: { type: 'string' },
+      'esb-shift': { type: 'string' },
+    }, });
   const [command] = positionals;
   if (values.help || command === undefined) {
     process.stdout.write(usage);
@@ -29,6 +37,17 @@ export async function main(argv: string[]): Promise<number> {
       const r = runDemo();
       process.stdout.write(`${values.json ? json(r) : renderDemo(r)}\n`);
       return r.ok ? 0 : 1;
+    }
+    case 'inspect': {
+      const pid = Number(values.pid);
+      const shift = Number(values['esb-shift'] ?? 17);
+      if (!Number.isInteger(pid) || pid <= 0) {
+        process.stderr.write(`xive-remap inspect: --pid must be a process id\n${usage}`);
+        return 2;
+      }
+      const r = inspect(pid, shift);
+      process.stdout.write(`${values.json ? json(r) : renderInspect(r)}\n`);
+      return 0;
     }
     default:
       process.stderr.write(`xive-remap: unknown command ${JSON.stringify(command)}\n${usage}`);

@@ -1,0 +1,36 @@
+/**
+ * `xive-remap inspect --pid N`: the ESB regions of a running VMM, read from /proc/N/maps alone,
+ * rendered as a map of which interrupt ranges are overlaid by which file.
+ */
+import { esbGeometry, inspectMaps, type InspectedRegion } from '../index.js';
+import { realNative } from '../internal.js';
+
+/** What inspect found in one process. */
+export interface InspectResult {
+  /** The process. */
+  readonly pid: number;
+  /** The esbShift the interrupt numbers were computed with. */
+  readonly esbShift: number;
+  /** Every ESB region found (empty if none). */
+  readonly regions: InspectedRegion[];
+}
+
+/** Read /proc/PID/maps and find the ESB regions. @throws NativeError/Error if the maps cannot be read */
+export function inspect(pid: number, esbShift: number): InspectResult {
+  const g = esbGeometry(esbShift, realNative.pageSize);
+  return { pid, esbShift, regions: inspectMaps(realNative.readMaps(pid), g.bytesPerIrq, g.hostPageSize) };
+}
+
+/** The result as text. */
+export function renderInspect(r: InspectResult): string {
+  if (r.regions.length === 0) return `pid ${r.pid}: no XIVE ESB region (no /memfd:fake-xive-ipi or anon_inode:kvm-xive-* ESB mapping)`;
+  const lines: string[] = [];
+  for (const reg of r.regions) {
+    lines.push(`pid ${r.pid}: ESB region 0x${reg.base.toString(16)}-0x${reg.end.toString(16)}, IPI pages from ${reg.ipi} (esbShift ${r.esbShift})`);
+    for (const x of reg.ranges) {
+      const irqs = x.first === x.last ? `${x.first}` : `${x.first}-${x.last}`;
+      lines.push(`  ${irqs.padEnd(14)} ${x.ipi ? 'ipi' : `${x.backing} @ 0x${x.offset.toString(16)}`}`);
+    }
+  }
+  return lines.join('\n');
+}
