@@ -21,12 +21,15 @@
  * so it is never cheaper, and it breaks the bound in between.
  */
 import { auditRegion, devString, type Discrepancy, type ExpectedSegment, type FileId } from './audit.js';
-import { RemapError } from './errors.js';
+import { RemapError, errnoOf, errnoValue } from './errors.js';
 import type { DeviceContract, EsbDevice, IpiPages } from './device.js';
 import { sameLayout, type EsbGeometry } from './geometry.js';
 import { realNative, MAP_FIXED, MAP_SHARED, PROT_READ, PROT_WRITE, type NativeLayer } from './native/index.js';
 import { PageSource, checkFits } from './source.js';
 import { checkIrq, checkIrqRange, show } from './validate.js';
+import { VmaBudget, systemMaxMapCount } from './vma-budget.js';
+
+const ENOMEM = errnoValue('ENOMEM');
 
 /** How the controller changes pages. */
 export type ControllerMode = 'overlay' | 'kernel-managed' | 'auto';
@@ -41,6 +44,11 @@ export interface OpenOptions {
   mode?: ControllerMode;
   /** Native layer (the fault-injecting one in tests). */
   native?: NativeLayer;
+  /**
+   * The most VMAs the process may have before a change is refused with E_VMA_BUDGET (default:
+   * vm.max_map_count). A VMM that needs room for other mappings may set it lower.
+   */
+  vmaLimit?: number;
 }
 
 /** The one range the VMM registers as a KVM memslot: constant from open to close (invariant 1). */
@@ -145,10 +153,11 @@ export class EsbController {
   #ipi: IpiPages | null;
   #runs: readonly Run[] = [];
   #busy = false;
+  readonly #budget: VmaBudget;
   #degraded: Degraded | null = null;
   #stats = { operations: 0, failures: 0, syscalls: 0 };
 
-  private constructor(device: EsbDevice, ipi: IpiPages, memslot: Memslot, mode: 'overlay' | 'kernel-managed', native: NativeLayer) {
+  private constructor(device: EsbDevice, ipi: IpiPages, memslot: Memslot, mode: 'overlay' | 'kernel-managed', native: NativeLayer, vmaLimit: number) {
     this.memslot = Object.freeze(memslot);
     this.nrIrqs = device.nrIrqs;
     this.geometry = device.geometry;
@@ -158,6 +167,7 @@ export class EsbController {
     this.#mergeable = device.mergeable;
     this.#deviceName = device.name;
     this.#ipi = ipi;
+    this.#budget = new VmaBudget(native, vmaLimit);
   }
 
   /**
@@ -193,7 +203,7 @@ export class EsbController {
       throw new RemapError('E_MAP', `${op}: mapping the IPI ESB pages of ${device.nrIrqs} interrupts (0x${size.toString(16)} bytes) failed`, { cause: e });
     }
     native.claim(addr, size);
-    const esb = new EsbController(device, ipi, { userspaceAddr: addr, size }, mode, native);
+    const esb = new EsbController(device, ipi, { userspaceAddr: addr, size }, mode, native, options.vmaLimit ?? systemMaxMapCount() ?? 65530);
     esb.#stats.syscalls++;
     return esb;
   }
@@ -383,6 +393,8 @@ export class EsbController {
       const irq = Math.max(first, busy.first);
       throw new RemapError('E_ALREADY_ATTACHED', `${op}: interrupt ${irq} is already backed by ${busy.source.nameOf(irq - busy.first)}; detach it first`);
     }
+    // A change splits at most one VMA into three: check the budget before anything is built.
+    if (this.mode === 'overlay') this.#budget.ensure(2, op);
     const run: Run = { first, count, source: source.slice(0, count, this.geometry.bytesPerIrq) };
     const next = [...this.#runs];
     next.splice(lowerBound(next, first), 0, run);
@@ -399,6 +411,7 @@ export class EsbController {
   #detach(op: string, first: number, last: number): number {
     const hit = overlapping(this.#runs, first, last);
     if (hit.length === 0) return 0;
+    if (this.mode === 'overlay') this.#budget.ensure(2, op);
     const bpi = this.geometry.bytesPerIrq;
     const kept: Run[] = [];
     let restored = 0;
@@ -463,6 +476,9 @@ export class EsbController {
     } catch (restoreErr) {
       this.#degraded = Object.freeze({ first: from, end: to, reason: `${op} failed (${(err as Error).message}) and restoring failed too (${(restoreErr as Error).message})` });
       throw new RemapError('E_DEGRADED', `${op}: failed, and restoring interrupts ${from}..${to - 1} failed too; they may be a hole. The region refuses further changes.`, { cause: err });
+    }
+    if (errnoOf(err) === ENOMEM && this.#budget.exhausted()) {
+      throw new RemapError('E_VMA_BUDGET', `${op}: mmap failed with ENOMEM: the process is at vm.max_map_count (${this.#budget.limit} VMAs); the region is unchanged`, { cause: err });
     }
     throw new RemapError('E_MAP', `${op}: mmap failed (${(err as Error).message}); the region is unchanged`, { cause: err });
   }
