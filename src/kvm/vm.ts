@@ -1,0 +1,106 @@
+/**
+ * A VM fd (KVM_CREATE_VM): memslots are registered on it, and vCPUs and devices are created from
+ * it (each a fd of its own, wrapped by `KvmVcpu` / `KvmDevice`). The VM lives in the kernel until
+ * its fd and every vCPU and device fd made from it are closed, so closing this object does not
+ * close its children: their owners do.
+ */
+import { errnoOf, errnoValue } from '../errors.js';
+import type { NativeLayer } from '../native/index.js';
+import { KvmDevice } from './device.js';
+import { KvmFd, hex } from './fd.js';
+import { KVM_CREATE_DEVICE_TEST, requireIoctl } from './ioctls.js';
+import { createdDeviceFd, packCreateDevice, packUserMemoryRegion, type UserMemoryRegion } from './structs.js';
+import { KvmVcpu } from './vcpu.js';
+
+const ENODEV = errnoValue('ENODEV');
+
+/** Why the kernel refuses a KVM_SET_USER_MEMORY_REGION, by errno (virt/kvm/kvm_main.c). */
+const MEMSLOT_REFUSALS: ReadonlyMap<string, string> = new Map([
+  ['EEXIST', "its guest-physical range overlaps another memslot's"],
+  ['EINVAL', 'misaligned or malformed: guest address, size and host address must be page-aligned, the slot id below KVM_CAP_NR_MEMSLOTS, the flags known, and a live slot may not move or change size'],
+  ['EFAULT', 'the host address range is not accessible userspace memory'],
+  ['ENOMEM', 'the kernel ran out of memory for the slot'],
+]);
+
+/** Describe a memslot for messages: `slot 3 (guest 0x100000000+0x200000 <- host 0x7f0000000000)`. */
+export function describeMemslot(r: UserMemoryRegion): string {
+  return `slot ${r.slot} (guest ${hex(r.guestPhysAddr)}+${hex(r.memorySize)} <- host ${hex(r.userspaceAddr)})`;
+}
+
+/** A VM; owns its fd (not the vCPUs and devices made from it). */
+export class KvmVm extends KvmFd {
+  readonly #vcpuMmapSize: number;
+
+  /** @internal Use `KvmSystem.createVm`. */
+  constructor(native: NativeLayer, fd: number, vcpuMmapSize: number) {
+    super(native, fd, 'VM');
+    this.#vcpuMmapSize = vcpuMmapSize;
+  }
+
+  /**
+   * KVM_CHECK_EXTENSION on the VM fd (needs KVM_CAP_CHECK_EXTENSION_VM, Linux ≥ 4.0): 0 when absent,
+   * else a capability-specific positive value (e.g. the memslot count for KVM_CAP_NR_MEMSLOTS).
+   * @throws RemapError E_KVM if the ioctl fails
+   */
+  checkExtension(cap: number): number {
+    return this.ioctl('KVM_CHECK_EXTENSION', cap, `KVM_CHECK_EXTENSION ${cap}`);
+  }
+
+  /**
+   * KVM_SET_USER_MEMORY_REGION: create, change (flags only) or, with size 0, delete a memslot.
+   * Prefer `MemslotTable`, which allocates slot ids and counts these calls.
+   * @throws RemapError E_KVM naming the slot and range, with the kernel's reason (EEXIST overlap, EINVAL misaligned, …)
+   */
+  setUserMemoryRegion(r: UserMemoryRegion): void {
+    const op = r.memorySize === 0n ? `deleting memslot ${r.slot}` : `KVM_SET_USER_MEMORY_REGION ${describeMemslot(r)}`;
+    this.ioctl('KVM_SET_USER_MEMORY_REGION', packUserMemoryRegion(r), op, (e) => {
+      const code = e instanceof Error && 'code' in e ? String(e.code) : '';
+      return MEMSLOT_REFUSALS.get(code) ?? '';
+    });
+  }
+
+  /**
+   * KVM_CREATE_VCPU and map its `kvm_run`.
+   * @throws RemapError E_KVM if the kernel refuses the vCPU or its kvm_run cannot be mapped
+   */
+  createVcpu(id: number): KvmVcpu {
+    const fd = this.ioctl('KVM_CREATE_VCPU', id, `KVM_CREATE_VCPU ${id}`);
+    return new KvmVcpu(this.native, fd, id, this.#vcpuMmapSize);
+  }
+
+  /**
+   * KVM_CREATE_DEVICE (needs KVM_CAP_DEVICE_CTRL): a device of `type` (KVM_DEV_TYPE_*) on this VM.
+   * @throws RemapError E_KVM if the kernel refuses (ENODEV: no such device type here; EEXIST: only one allowed)
+   */
+  createDevice(type: number): KvmDevice {
+    const buf = packCreateDevice(type, 0);
+    this.ioctl('KVM_CREATE_DEVICE', buf, `KVM_CREATE_DEVICE type ${type}`);
+    return new KvmDevice(this.native, createdDeviceFd(buf), type);
+  }
+
+  /**
+   * Whether a device of `type` could be created (KVM_CREATE_DEVICE with KVM_CREATE_DEVICE_TEST).
+   * @throws RemapError E_KVM for a refusal other than ENODEV
+   */
+  canCreateDevice(type: number): boolean {
+    try {
+      this.ioctl('KVM_CREATE_DEVICE', packCreateDevice(type, KVM_CREATE_DEVICE_TEST), `KVM_CREATE_DEVICE (test) type ${type}`);
+      return true;
+    } catch (e) {
+      if (errnoOf(e) === ENODEV) return false;
+      throw e;
+    }
+  }
+
+  /**
+   * KVM_SET_TSS_ADDR (x86, needs KVM_CAP_SET_TSS_ADDR): three pages of guest-physical space
+   * Intel VMX uses to run real mode. A guest that starts in long mode does not need it.
+   * @throws RemapError E_KVM if refused or not x86
+   */
+  setTssAddr(addr: bigint): void {
+    requireIoctl(this.ioctls, 'KVM_SET_TSS_ADDR');
+    this.ioctl('KVM_SET_TSS_ADDR', addr, `KVM_SET_TSS_ADDR ${hex(addr)}`);
+  }
+}
+
+

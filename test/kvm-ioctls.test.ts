@@ -1,0 +1,246 @@
+// KVM ioctl numbers per architecture, and the struct layouts passed to them: table-driven, pure.
+// x86_64 values were checked against <linux/kvm.h> with a C compiler on an x86_64 host; ppc64 ones
+// against the numbers QEMU/kernel users print and the struct sizes of arch/powerpc/include/uapi/asm/kvm.h.
+import { expect } from 'chai';
+import { RemapError } from '../src/errors.js';
+import {
+  GENERIC_IOC,
+  KVM_ARCHES,
+  KVM_IOCTL_NEEDS,
+  POWERPC_IOC,
+  decodeRunExit,
+  decodeX86Regs,
+  decodeX86Sregs,
+  encodeX86Regs,
+  encodeX86Sregs,
+  hostKvmIoctls,
+  ioc,
+  kvmExitName,
+  kvmIoctls,
+  packCreateDevice,
+  packDeviceAttr,
+  packUserMemoryRegion,
+  createdDeviceFd,
+  decodeStatsData,
+  decodeStatsDescs,
+  decodeStatsHeader,
+  requireIoctl,
+  statsDataBytes,
+  statsDescBytes,
+  type KvmArch,
+  type KvmIoctlName,
+} from '../src/kvm/index.js';
+
+const KNOWN: Record<KvmArch, Partial<Record<KvmIoctlName, number>>> = {
+  x64: {
+    KVM_GET_API_VERSION: 0xae00,
+    KVM_CREATE_VM: 0xae01,
+    KVM_CHECK_EXTENSION: 0xae03,
+    KVM_GET_VCPU_MMAP_SIZE: 0xae04,
+    KVM_GET_SUPPORTED_CPUID: 0xc008ae05,
+    KVM_CREATE_VCPU: 0xae41,
+    KVM_SET_USER_MEMORY_REGION: 0x4020ae46,
+    KVM_SET_TSS_ADDR: 0xae47,
+    KVM_ENABLE_CAP: 0x4068aea3,
+    KVM_CREATE_DEVICE: 0xc00caee0,
+    KVM_SET_DEVICE_ATTR: 0x4018aee1,
+    KVM_GET_DEVICE_ATTR: 0x4018aee2,
+    KVM_HAS_DEVICE_ATTR: 0x4018aee3,
+    KVM_RUN: 0xae80,
+    KVM_GET_REGS: 0x8090ae81,
+    KVM_SET_REGS: 0x4090ae82,
+    KVM_GET_SREGS: 0x8138ae83,
+    KVM_SET_SREGS: 0x4138ae84,
+    KVM_SET_CPUID2: 0x4008ae90,
+    KVM_GET_STATS_FD: 0xaece,
+  },
+  ppc64: {
+    KVM_GET_API_VERSION: 0x2000ae00,
+    KVM_CREATE_VM: 0x2000ae01,
+    KVM_CHECK_EXTENSION: 0x2000ae03,
+    KVM_GET_VCPU_MMAP_SIZE: 0x2000ae04,
+    KVM_CREATE_VCPU: 0x2000ae41,
+    KVM_SET_USER_MEMORY_REGION: 0x8020ae46,
+    KVM_ENABLE_CAP: 0x8068aea3,
+    KVM_CREATE_DEVICE: 0xc00caee0,
+    KVM_SET_DEVICE_ATTR: 0x8018aee1,
+    KVM_GET_DEVICE_ATTR: 0x8018aee2,
+    KVM_HAS_DEVICE_ATTR: 0x8018aee3,
+    KVM_RUN: 0x2000ae80,
+    KVM_GET_REGS: 0x4188ae81,
+    KVM_SET_REGS: 0x8188ae82,
+    KVM_GET_STATS_FD: 0x2000aece,
+  },
+  arm64: {
+    KVM_CREATE_VM: 0xae01,
+    KVM_CHECK_EXTENSION: 0xae03,
+    KVM_SET_USER_MEMORY_REGION: 0x4020ae46,
+    KVM_CREATE_DEVICE: 0xc00caee0,
+    KVM_SET_DEVICE_ATTR: 0x4018aee1,
+    KVM_RUN: 0xae80,
+  },
+};
+
+/** Ioctls whose argument struct does not exist (or is not encoded here) on an architecture. */
+const ABSENT: Record<KvmArch, KvmIoctlName[]> = {
+  x64: [],
+  ppc64: ['KVM_GET_SREGS', 'KVM_SET_SREGS', 'KVM_SET_CPUID2', 'KVM_GET_SUPPORTED_CPUID', 'KVM_SET_TSS_ADDR'],
+  arm64: ['KVM_GET_REGS', 'KVM_SET_REGS', 'KVM_GET_SREGS', 'KVM_SET_SREGS', 'KVM_SET_CPUID2', 'KVM_GET_SUPPORTED_CPUID', 'KVM_SET_TSS_ADDR'],
+};
+
+describe('KVM ioctl numbers', () => {
+  for (const arch of KVM_ARCHES) {
+    describe(arch, () => {
+      for (const [name, value] of Object.entries(KNOWN[arch]) as [KvmIoctlName, number][]) {
+        it(`${name} is 0x${value.toString(16)}`, () => {
+          expect(kvmIoctls(arch)[name]).to.equal(value);
+        });
+      }
+      for (const name of ABSENT[arch]) {
+        it(`has no ${name}, and requireIoctl says so`, () => {
+          expect(kvmIoctls(arch)[name]).to.equal(undefined);
+          expect(() => requireIoctl(kvmIoctls(arch), name)).to.throw(RemapError, new RegExp(`${name} does not exist on ${arch}`));
+        });
+      }
+    });
+  }
+
+  it('encodes _IO/_IOR/_IOW/_IOWR with the generic and the powerpc layouts', () => {
+    const cases: [typeof GENERIC_IOC, Parameters<typeof ioc>[1], number, number][] = [
+      [GENERIC_IOC, 'none', 0, 0x0000ae10],
+      [GENERIC_IOC, 'write', 8, 0x4008ae10],
+      [GENERIC_IOC, 'read', 8, 0x8008ae10],
+      [GENERIC_IOC, 'readwrite', 8, 0xc008ae10],
+      [GENERIC_IOC, 'write', 0x3fff, 0x7fffae10],
+      [POWERPC_IOC, 'none', 0, 0x2000ae10],
+      [POWERPC_IOC, 'write', 8, 0x8008ae10],
+      [POWERPC_IOC, 'read', 8, 0x4008ae10],
+      [POWERPC_IOC, 'readwrite', 8, 0xc008ae10],
+      [POWERPC_IOC, 'write', 0x1fff, 0x9fffae10],
+    ];
+    for (const [layout, dir, size, want] of cases) expect(ioc(layout, dir, 0xae, 0x10, size), `${dir} ${size}`).to.equal(want);
+  });
+
+  it('refuses a size that does not fit the size field (13 bits on powerpc, 14 elsewhere)', () => {
+    expect(() => ioc(POWERPC_IOC, 'write', 0xae, 0, 0x2000)).to.throw(RangeError);
+    expect(() => ioc(GENERIC_IOC, 'write', 0xae, 0, 0x4000)).to.throw(RangeError);
+    expect(() => ioc(GENERIC_IOC, 'none', 0x100, 0, 0)).to.throw(RangeError);
+  });
+
+  it('gives every ioctl a note of the capability it needs', () => {
+    for (const name of Object.keys(kvmIoctls('x64')).filter((k) => k !== 'arch') as KvmIoctlName[]) {
+      expect(KVM_IOCTL_NEEDS[name], name).to.be.a('string').with.length.greaterThan(0);
+    }
+    expect(KVM_IOCTL_NEEDS.KVM_SET_USER_MEMORY_REGION).to.match(/KVM_CAP_USER_MEMORY/);
+    expect(KVM_IOCTL_NEEDS.KVM_CREATE_DEVICE).to.match(/KVM_CAP_DEVICE_CTRL/);
+  });
+
+  it('knows the host architecture, and refuses one it has no encoding for', () => {
+    expect(hostKvmIoctls('ppc64').KVM_RUN).to.equal(0x2000ae80);
+    expect(() => hostKvmIoctls('s390x')).to.throw(RemapError, /no KVM ioctl encoding for architecture s390x/);
+  });
+
+  it('names exit reasons', () => {
+    expect(kvmExitName(2)).to.equal('KVM_EXIT_IO');
+    expect(kvmExitName(8)).to.equal('KVM_EXIT_SHUTDOWN');
+    expect(kvmExitName(17)).to.equal('KVM_EXIT_INTERNAL_ERROR');
+    expect(kvmExitName(999)).to.equal('exit reason 999');
+  });
+});
+
+describe('KVM struct layouts', () => {
+  it('packs kvm_userspace_memory_region as u32 slot, u32 flags, u64 gpa, u64 size, u64 hva', () => {
+    const b = Buffer.from(packUserMemoryRegion({ slot: 3, flags: 2, guestPhysAddr: 0x1_0000_0000n, memorySize: 0x20_0000n, userspaceAddr: 0x7f12_3456_7000n }, true));
+    expect(b.length).to.equal(32);
+    expect(b.readUInt32LE(0)).to.equal(3);
+    expect(b.readUInt32LE(4)).to.equal(2);
+    expect(b.readBigUInt64LE(8)).to.equal(0x1_0000_0000n);
+    expect(b.readBigUInt64LE(16)).to.equal(0x20_0000n);
+    expect(b.readBigUInt64LE(24)).to.equal(0x7f12_3456_7000n);
+  });
+
+  it('packs big-endian for a big-endian host (ppc64 BE)', () => {
+    const b = Buffer.from(packUserMemoryRegion({ slot: 1, flags: 0, guestPhysAddr: 0x10n, memorySize: 0x20n, userspaceAddr: 0x30n }, false));
+    expect(b.readUInt32BE(0)).to.equal(1);
+    expect(b.readBigUInt64BE(24)).to.equal(0x30n);
+  });
+
+  it('packs kvm_device_attr as u32 flags, u32 group, u64 attr, u64 addr', () => {
+    const b = Buffer.from(packDeviceAttr({ flags: 0, group: 2, attr: 4095n, addr: 0x7fff_0000_1000n }, true));
+    expect(b.length).to.equal(24);
+    expect([b.readUInt32LE(0), b.readUInt32LE(4)]).to.deep.equal([0, 2]);
+    expect(b.readBigUInt64LE(8)).to.equal(4095n);
+    expect(b.readBigUInt64LE(16)).to.equal(0x7fff_0000_1000n);
+  });
+
+  it('packs kvm_create_device and reads the fd the kernel writes back', () => {
+    const b = packCreateDevice(9, 1, true);
+    expect(Buffer.from(b).readUInt32LE(0)).to.equal(9);
+    expect(Buffer.from(b).readUInt32LE(8)).to.equal(1);
+    new DataView(b.buffer).setUint32(4, 42, true);
+    expect(createdDeviceFd(b, true)).to.equal(42);
+  });
+
+  it('decodes an I/O exit from kvm_run (exit_reason at 8, io at 0x20)', () => {
+    const run = Buffer.alloc(0x38);
+    run.writeUInt32LE(2, 8);
+    run.writeUInt8(1, 0x20);
+    run.writeUInt8(4, 0x21);
+    run.writeUInt16LE(0x10, 0x22);
+    run.writeUInt32LE(1, 0x24);
+    run.writeBigUInt64LE(0x1000n, 0x28);
+    expect(decodeRunExit(run, true)).to.deep.equal({ code: 2, reason: 'io', direction: 1, size: 4, port: 0x10, count: 1, dataOffset: 0x1000n });
+    run.writeUInt32LE(17, 8);
+    run.writeUInt32LE(1, 0x20);
+    expect(decodeRunExit(run, true)).to.deep.equal({ code: 17, reason: 'internal-error', suberror: 1 });
+    run.writeUInt32LE(8, 8);
+    expect(decodeRunExit(run, true)).to.deep.equal({ code: 8, reason: 'other' });
+  });
+
+  it('decodes a binary stats fd: header, named descriptors, counters', () => {
+    const nameSize = 48;
+    const names = ['exits', 'pf_fixed', 'insn_emulation'];
+    const header = Buffer.alloc(24);
+    [0, nameSize, names.length, 24, 24 + nameSize, 24 + nameSize + names.length * (16 + nameSize)].forEach((v, i) => header.writeUInt32LE(v, i * 4));
+    const descs = Buffer.alloc(names.length * (16 + nameSize));
+    names.forEach((name, i) => {
+      const at = i * (16 + nameSize);
+      descs.writeUInt16LE(1, at + 6); // size: one u64
+      descs.writeUInt32LE(i * 8, at + 8); // offset in the data block
+      descs.write(name, at + 16, 'latin1');
+    });
+    const data = Buffer.alloc(24);
+    [7n, 1000n, 3n].forEach((v, i) => data.writeBigUInt64LE(v, i * 8));
+    const h = decodeStatsHeader(header, true);
+    expect(h).to.deep.equal({ nameSize, numDesc: 3, descOffset: 24 + nameSize, dataOffset: 24 + nameSize + 3 * 64 });
+    expect(statsDescBytes(h)).to.equal(descs.length);
+    const d = decodeStatsDescs(h, descs, true);
+    expect(d.map((x) => x.name)).to.deep.equal(names);
+    expect(statsDataBytes(d)).to.equal(24);
+    expect([...decodeStatsData(d, data, true)]).to.deep.equal([['exits', 7n], ['pf_fixed', 1000n], ['insn_emulation', 3n]]);
+  });
+
+  it('round-trips x86 kvm_regs and kvm_sregs at the header offsets', () => {
+    const regs = encodeX86Regs({ rax: 1n, rdi: 6n, rip: 0x1000n, rflags: 0x3002n });
+    expect(regs.length).to.equal(144);
+    expect(Buffer.from(regs).readBigUInt64LE(0x80)).to.equal(0x1000n); // rip
+    expect(Buffer.from(regs).readBigUInt64LE(0x28)).to.equal(6n); // rdi
+    expect(decodeX86Regs(regs)).to.include({ rax: 1n, rip: 0x1000n, rflags: 0x3002n, rbx: 0n });
+
+    const raw = new Uint8Array(312);
+    const s = decodeX86Sregs(raw);
+    s.cs = { ...s.cs, selector: 0x1b, type: 0xb, present: 1, dpl: 3, l: 1, limit: 0xffffffff };
+    s.gdt = { base: 0x1234n, limit: 55 };
+    s.cr3 = 0x3000n;
+    s.efer = 0x500n;
+    const enc = Buffer.from(encodeX86Sregs(s));
+    expect(enc.length).to.equal(312);
+    expect(enc.readUInt16LE(12)).to.equal(0x1b); // cs.selector
+    expect(enc.readUInt8(16)).to.equal(3); // cs.dpl
+    expect(enc.readUInt32LE(8)).to.equal(0xffffffff); // cs.limit
+    expect(enc.readBigUInt64LE(0xc0)).to.equal(0x1234n); // gdt.base
+    expect(enc.readBigUInt64LE(0xf0)).to.equal(0x3000n); // cr3
+    expect(enc.readBigUInt64LE(0x108)).to.equal(0x500n); // efer
+    expect(decodeX86Sregs(enc)).to.deep.include({ cr3: 0x3000n, efer: 0x500n });
+  });
+});
