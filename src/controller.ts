@@ -9,7 +9,9 @@
  * immutable sorted array, O(passthrough runs)) → one mmap → commit the table. If the mmap fails,
  * the pages of the touched range are put back to what the old table says *before* the error
  * leaves (some kernels unmap first and then fail, leaving a hole); if even that fails, the
- * controller is degraded and refuses further changes.
+ * controller is degraded and refuses further changes. Registered notifiers (src/notifiers.ts)
+ * hear `unmap` after validation and before anything is built or mapped (a veto or a surviving pin
+ * stops the change there, with nothing to undo), and `map` after the commit.
  *
  * VMA budget (invariant 5: at most 2 × runs + 1 VMAs): where the kernel merges adjacent mappings
  * of consecutive offsets of one file (memfd), restoring an interrupt's own pages is enough: they
@@ -28,6 +30,8 @@ import { realNative, MAP_FIXED, MAP_SHARED, PROT_READ, PROT_WRITE, type NativeLa
 import { PageSource, checkFits } from './source.js';
 import { checkIrq, checkIrqRange, show } from './validate.js';
 import { VmaBudget, systemMaxMapCount } from './vma-budget.js';
+import { NotifierHub, notifierName, type EsbNotifier, type NotifierHandle, type PendingChange, type Pin, type PinInfo, type RegisterOptions } from './notifiers.js';
+import { tableVmas, traceAttach, traceDetach, traceFailure, type ControllerStats } from './tracing.js';
 
 const ENOMEM = errnoValue('ENOMEM');
 
@@ -156,6 +160,8 @@ export class EsbController {
   readonly #budget: VmaBudget;
   #degraded: Degraded | null = null;
   #stats = { operations: 0, failures: 0, syscalls: 0 };
+  /** Notifiers and pins (src/notifiers.ts); null until the first register, so the hot path pays one null check. */
+  #hub: NotifierHub | null = null;
 
   private constructor(device: EsbDevice, ipi: IpiPages, memslot: Memslot, mode: 'overlay' | 'kernel-managed', native: NativeLayer, vmaLimit: number) {
     this.memslot = Object.freeze(memslot);
@@ -194,7 +200,12 @@ export class EsbController {
       throw new RemapError('E_GEOMETRY', `${op}: device geometry assumes ${g.hostPageSize}-byte pages, the host has ${native.pageSize}`);
     }
     const size = BigInt(device.nrIrqs) * g.bytesPerIrq;
-    const ipi = device.openIpiPages();
+    let ipi: IpiPages;
+    try {
+      ipi = device.openIpiPages();
+    } catch (e) {
+      throw e instanceof RemapError ? e : new RemapError('E_MAP', `${op}: getting a handle on the device's IPI ESB pages failed`, { cause: e });
+    }
     let addr: bigint;
     try {
       addr = ipi.withFd((fd) => native.mmap(0n, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, ipi.offsetOf(0)));
@@ -229,6 +240,9 @@ export class EsbController {
     try {
       checkIrq(op, irq, this.nrIrqs);
       this.#attach(op, irq, 1, source);
+    } catch (e) {
+      traceFailure(this.memslot.userspaceAddr, op, e);
+      throw e;
     } finally {
       this.#busy = false;
     }
@@ -245,6 +259,9 @@ export class EsbController {
     try {
       checkIrqRange(op, first, count, this.nrIrqs);
       this.#attach(op, first, count, source);
+    } catch (e) {
+      traceFailure(this.memslot.userspaceAddr, op, e);
+      throw e;
     } finally {
       this.#busy = false;
     }
@@ -260,6 +277,9 @@ export class EsbController {
     try {
       checkIrq(op, irq, this.nrIrqs);
       return this.#detach(op, irq, irq + 1) > 0;
+    } catch (e) {
+      traceFailure(this.memslot.userspaceAddr, op, e);
+      throw e;
     } finally {
       this.#busy = false;
     }
@@ -276,6 +296,9 @@ export class EsbController {
     try {
       checkIrqRange(op, first, count, this.nrIrqs);
       return this.#detach(op, first, first + count);
+    } catch (e) {
+      traceFailure(this.memslot.userspaceAddr, op, e);
+      throw e;
     } finally {
       this.#busy = false;
     }
@@ -310,9 +333,59 @@ export class EsbController {
     return this.#runs.map((r) => Object.freeze({ first: r.first, count: r.count, source: r.source.nameOf(0), device: r.source.name }));
   }
 
-  /** Counters: operations done, failures, system calls issued, passthrough runs now. */
-  stats(): { operations: number; failures: number; syscalls: number; runs: number } {
-    return { ...this.#stats, runs: this.#runs.length };
+  /** Counters (operations, failures, syscalls) and figures of the table now (runs, VMAs, notifiers, pins): no system call. */
+  stats(): ControllerStats {
+    const hub = this.#hub;
+    return {
+      ...this.#stats,
+      failures: this.#stats.failures + (hub?.refusals ?? 0),
+      runs: this.#runs.length,
+      vmas: this.mode === 'overlay' ? tableVmas(this.#runs, this.nrIrqs) : 1,
+      notifiers: hub?.count ?? 0,
+      pins: hub?.pinCount ?? 0,
+    };
+  }
+
+  /**
+   * Register a component that shadows the mappings (see src/notifiers.ts for the event order).
+   * With `{ replay: true }` it gets the current passthrough runs at once as `map` events.
+   * @throws RemapError E_NOTIFIER if it cannot handle this region (pages per interrupt, mode) or is
+   *   malformed, or its replay threw (it is then not registered); E_IRQ_RANGE for a bad filter range;
+   *   E_CLOSED; E_BUSY from inside a handler
+   */
+  register(notifier: EsbNotifier, options: RegisterOptions = {}): NotifierHandle {
+    const op = `register(${show(notifierName(notifier))})`;
+    this.#checkOpen(op);
+    if (this.#busy) throw new RemapError('E_BUSY', `${op}: called while another operation on this region is in progress (from a notifier's handler?)`);
+    this.#hub ??= new NotifierHub({ name: this.#deviceName, addr: this.memslot.userspaceAddr, nrIrqs: this.nrIrqs, geometry: this.geometry, mode: this.mode });
+    this.#busy = true;
+    try {
+      return this.#hub.register(op, notifier, options ?? {}, this.#runs);
+    } finally {
+      this.#busy = false;
+    }
+  }
+
+  /**
+   * Hold interrupt `irq`'s current pages for `owner` (seeds/003): returns their address range and
+   * the handle that releases them. Before the interrupt changes, the owner gets the `unmap` and
+   * must unpin before returning, or the change is refused with E_PINNED. Works from handlers.
+   * @throws RemapError E_NOTIFIER unless `owner` is a live notifier of this region that takes unmap
+   *   events for `irq`; E_IRQ_RANGE; E_CLOSED; E_DEGRADED for an interrupt a failed restore broke
+   */
+  pin(irq: number, owner: NotifierHandle): Pin {
+    const op = `pin(${show(irq)})`;
+    this.#checkOpen(op);
+    checkIrq(op, irq, this.nrIrqs);
+    const backing = this.backingOf(irq);
+    if (!this.#hub) throw new RemapError('E_NOTIFIER', `${op}: no notifier is registered on this region; a pin needs one that takes unmap events for interrupt ${irq}`);
+    return this.#hub.pin(op, irq, owner, backing);
+  }
+
+  /** The pins held now, in interrupt order (a snapshot), optionally only interrupt `irq`'s. @throws RemapError E_CLOSED */
+  pins(irq?: number): PinInfo[] {
+    this.#checkOpen('pins()');
+    return this.#hub?.pins(irq) ?? [];
   }
 
   /**
@@ -358,6 +431,18 @@ export class EsbController {
     if (this.#busy) throw new RemapError('E_BUSY', 'close(): called while another operation on this region is in progress');
     const { userspaceAddr, size } = this.memslot;
     let failure: unknown;
+    // Notifiers hear `destroy` while the pages are still there (busy: a handler cannot re-enter),
+    // then the hub drops them and cuts every handle loose (seeds/000).
+    let destroyFailure: RemapError | undefined;
+    if (this.#hub) {
+      this.#busy = true;
+      try {
+        destroyFailure = this.#hub.close();
+      } finally {
+        this.#busy = false;
+        this.#hub = null;
+      }
+    }
     try {
       this.#stats.syscalls++;
       this.#native.munmap(userspaceAddr, size);
@@ -372,6 +457,7 @@ export class EsbController {
     if (failure !== undefined) {
       throw new RemapError('E_MAP', `close(): unmapping the region at 0x${userspaceAddr.toString(16)} failed`, { cause: failure });
     }
+    if (destroyFailure) throw destroyFailure;
   }
 
   // ---- the two changes ----
@@ -395,6 +481,8 @@ export class EsbController {
     }
     // A change splits at most one VMA into three: check the budget before anything is built.
     if (this.mode === 'overlay') this.#budget.ensure(2, op);
+    // Notifiers hear `unmap` before anything is built or mapped: a veto or a surviving pin throws here with nothing to undo.
+    const note = this.#hub?.attaching(op, first, count, source) ?? null;
     const run: Run = { first, count, source: source.slice(0, count, this.geometry.bytesPerIrq) };
     const next = [...this.#runs];
     next.splice(lowerBound(next, first), 0, run);
@@ -403,15 +491,18 @@ export class EsbController {
       if (this.mode === 'overlay') this.#mapSource(first, count, run.source, 0);
     } catch (e) {
       run.source.close();
-      this.#fail(op, e, from, to);
+      this.#fail(op, e, from, to, note);
     }
     this.#commit(next);
+    traceAttach(this.memslot.userspaceAddr, op, first, count, source);
+    note?.done();
   }
 
   #detach(op: string, first: number, last: number): number {
     const hit = overlapping(this.#runs, first, last);
     if (hit.length === 0) return 0;
     if (this.mode === 'overlay') this.#budget.ensure(2, op);
+    const note = this.#hub?.detaching(op, hit, first, last) ?? null;
     const bpi = this.geometry.bytesPerIrq;
     const kept: Run[] = [];
     let restored = 0;
@@ -429,10 +520,12 @@ export class EsbController {
       if (this.mode === 'overlay') this.#mapIpi(from, to);
     } catch (e) {
       for (const k of kept) k.source.close();
-      this.#fail(op, e, from, to);
+      this.#fail(op, e, from, to, note);
     }
     for (const r of hit) r.source.close();
     this.#commit(next);
+    traceDetach(this.memslot.userspaceAddr, op, first, last - first, restored);
+    note?.done();
     return restored;
   }
 
@@ -460,23 +553,29 @@ export class EsbController {
    * A change's mmap failed. Put [from, to) back to what the (unchanged) table says, then throw.
    * This runs before the error leaves because a failed MAP_FIXED may already have unmapped the
    * old pages: returning without the restore would leave the guest a hole (invariant 3).
+   * Notifiers that heard `unmap` get the old pages re-announced once they are back (`note.cancel()`);
+   * if the restore failed too, no `map` follows: the pages may really be gone.
    */
-  #fail(op: string, err: unknown, from: number, to: number): never {
+  #fail(op: string, err: unknown, from: number, to: number, note: PendingChange | null = null): never {
     this.#stats.failures++;
+    let pos = from; // [from, pos) is back as the table says: only [pos, to) can be broken
     try {
-      let pos = from;
       for (const r of overlapping(this.#runs, from, to)) {
         const s = Math.max(r.first, from);
         const e = Math.min(end(r), to);
-        if (pos < s) this.#mapIpi(pos, s);
+        if (pos < s) {
+          this.#mapIpi(pos, s);
+          pos = s;
+        }
         this.#mapSource(s, e - s, r.source, s - r.first);
         pos = e;
       }
       if (pos < to) this.#mapIpi(pos, to);
     } catch (restoreErr) {
-      this.#degraded = Object.freeze({ first: from, end: to, reason: `${op} failed (${(err as Error).message}) and restoring failed too (${(restoreErr as Error).message})` });
-      throw new RemapError('E_DEGRADED', `${op}: failed, and restoring interrupts ${from}..${to - 1} failed too; they may be a hole. The region refuses further changes.`, { cause: err });
+      this.#degraded = Object.freeze({ first: pos, end: to, reason: `${op} failed (${(err as Error).message}) and restoring failed too (${(restoreErr as Error).message})` });
+      throw new RemapError('E_DEGRADED', `${op}: failed, and restoring interrupts ${pos}..${to - 1} failed too; they may be a hole. The region refuses further changes.`, { cause: err });
     }
+    note?.cancel();
     if (errnoOf(err) === ENOMEM && this.#budget.exhausted()) {
       throw new RemapError('E_VMA_BUDGET', `${op}: mmap failed with ENOMEM: the process is at vm.max_map_count (${this.#budget.limit} VMAs); the region is unchanged`, { cause: err });
     }

@@ -8,9 +8,28 @@
  */
 export { EsbController } from './controller.js';
 export type { Backing, ControllerMode, Degraded, Memslot, OpenOptions, RunInfo } from './controller.js';
+export type {
+  DestroyEvent,
+  EsbNotifier,
+  EventBacking,
+  MappingEvent,
+  MappingReason,
+  NotifierCapabilities,
+  NotifierEvent,
+  NotifierEventKind,
+  NotifierFilter,
+  NotifierHandle,
+  Pin,
+  PinInfo,
+  RegisterOptions,
+} from './notifiers.js';
+export { TRACE_CHANNELS } from './tracing.js';
+export type { AttachTrace, ControllerStats, DetachTrace, FailureTrace } from './tracing.js';
 export { PageSource } from './source.js';
 export type { FromFdOptions } from './source.js';
 export type { DeviceContract, EsbDevice, IpiPages } from './device.js';
+export { KvmSystem, KvmVm, KvmDevice, MemslotTable } from './kvm/index.js';
+export type { KvmSystemOptions, MemslotRequest, Memslot as KvmMemslot } from './kvm/index.js';
 export { RemapError, NativeError, errnoName } from './errors.js';
 export type { RemapErrorCode } from './errors.js';
 export { esbGeometry, esbOffset, esbSpan, DEFAULT_ESB_SHIFT, ESB_SHIFTS, MAX_IRQS } from './geometry.js';
