@@ -347,6 +347,24 @@ export class KvmX86Guest {
   }
 
   /**
+   * The NUL-terminated ASCII string at `offset` of the region (at most `max` bytes), as the guest
+   * loads it 4 bytes at a time: how a test or the demo reads a fake ESB page's stamp from inside.
+   * @throws RemapError as read32
+   */
+  readString(offset: bigint, max = 32): string {
+    const bytes: number[] = [];
+    for (let w = 0n; w < BigInt(max); w += 4n) {
+      const v = this.read32(offset + w);
+      for (let i = 0; i < 4; i++) {
+        const b = (v >>> (8 * i)) & 0xff;
+        if (b === 0) return String.fromCharCode(...bytes);
+        bytes.push(b);
+      }
+    }
+    return String.fromCharCode(...bytes);
+  }
+
+  /**
    * The vCPU's KVM counters now (KVM_GET_STATS_FD), by name: `exits`, `insn_emulation`,
    * `pf_fixed`, `pf_taken`, `io_exits`, … A test compares two snapshots to tell that loads ran
    * natively through KVM's MMU (page faults, one emulated instruction per read: the `out`) rather

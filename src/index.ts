@@ -28,6 +28,21 @@ export type { AttachTrace, ControllerStats, DetachTrace, FailureTrace } from './
 export { PageSource } from './source.js';
 export type { FromFdOptions } from './source.js';
 export type { DeviceContract, EsbDevice, IpiPages } from './device.js';
+export {
+  XiveKvmDevice,
+  probeXiveContract,
+  xiveGeometry,
+  xiveEsbFileOffset,
+  encodeSourceState,
+  formatPq,
+  KVM_DEV_XIVE,
+  KVM_XIVE_ESB_PAGE_OFFSET,
+  KVM_XIVE_TIMA_PAGE_OFFSET,
+  KVM_XIVE_LEVEL_ASSERTED,
+  KVM_XIVE_LEVEL_SENSITIVE,
+  XIVE_ESB,
+} from './devices/xive-kvm.js';
+export type { Pq, XiveKvmOptions, XiveSourceState } from './devices/xive-kvm.js';
 export { KvmSystem, KvmVm, KvmDevice, MemslotTable } from './kvm/index.js';
 export type { KvmSystemOptions, MemslotRequest, Memslot as KvmMemslot } from './kvm/index.js';
 export { RemapError, NativeError, errnoName } from './errors.js';

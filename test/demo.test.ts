@@ -1,6 +1,7 @@
 import { expect } from 'chai';
 import { execFileSync } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
+import { KvmX86Guest } from '../native-stubs/kvm-x86-guest.js';
 
 const cli = fileURLToPath(new URL('../src/cli/main.js', import.meta.url));
 
@@ -21,6 +22,14 @@ describe('xive-remap demo (npm start)', () => {
       expect(s.memslotUnchanged).to.equal(true);
       expect(s.vmas).to.be.at.most(s.vmaBound);
     }
+  });
+
+  const unusable = KvmX86Guest.usable();
+  it(`shows the KVM guest's view of every step${unusable ? ` (skipped: ${unusable})` : ''}`, function () {
+    if (unusable) this.skip();
+    const r = JSON.parse(execFileSync(process.execPath, [cli, 'demo', '--json'], { encoding: 'utf8' })) as { ok: boolean; guest: string; steps: { guest?: string }[] };
+    expect(r.guest).to.equal('kvm-x86');
+    for (const s of r.steps) expect(s.guest).to.match(/^KVM guest read \d+ touched interrupt\(s\) on its next load, all right .*memslot registrations: 1$/);
   });
 
   it('exits 2 with the usage on an unknown command', () => {

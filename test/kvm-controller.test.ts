@@ -9,20 +9,6 @@ import { KvmX86Guest } from '../native-stubs/kvm-x86-guest.js';
 
 const unusable = KvmX86Guest.usable();
 
-/** The NUL-terminated stamp the guest reads at `offset` of the region, 4 bytes per guest load. */
-function guestStamp(guest: KvmX86Guest, offset: bigint): string {
-  const bytes: number[] = [];
-  for (let w = 0n; w < 32n; w += 4n) {
-    const v = guest.read32(offset + w);
-    for (let i = 0; i < 4; i++) {
-      const b = (v >>> (8 * i)) & 0xff;
-      if (b === 0) return String.fromCharCode(...bytes);
-      bytes.push(b);
-    }
-  }
-  return String.fromCharCode(...bytes);
-}
-
 for (const unmergeable of [false, true]) {
   describe(`EsbController under a real KVM guest, ${unmergeable ? 'never-merging' : 'merging'} fake XIVE${unusable ? ` (skipped: ${unusable})` : ''}`, function () {
     const NR_IRQS = 4096;
@@ -53,7 +39,7 @@ for (const unmergeable of [false, true]) {
     });
 
     /** What the guest reads on interrupt `irq`'s page `p`. */
-    const seen = (irq: number, p: 0 | 1 = 0): string => guestStamp(guest, esbOffset(esb.geometry, irq, p));
+    const seen = (irq: number, p: 0 | 1 = 0): string => guest.readString(esbOffset(esb.geometry, irq, p));
 
     /** Expect each interrupt's pages (both of them) to read `want(irq)` + `:<p>` in the guest. */
     function expectGuestSees(irqs: Iterable<number>, want: (irq: number) => string): void {

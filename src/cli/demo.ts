@@ -8,6 +8,8 @@
 import { EsbController } from '../index.js';
 import { mapsIn, realNative } from '../internal.js';
 import { FakePassthroughDevice, FakeXiveDevice, expectedStamp, readStamp } from '../../native-stubs/index.js';
+import { KvmX86Guest } from '../../native-stubs/kvm-x86-guest.js';
+import { esbOffset } from '../geometry.js';
 
 /** What one step of the demo saw. */
 export interface DemoStep {
@@ -63,6 +65,13 @@ export function runDemo(observer?: DemoObserver): DemoResult {
     observer?.start(esb);
     const step = (action: string, touched: number[], change: () => void): void => {
       change();
+      // The guest looks first: its very next load after the change must see the new pages.
+      let guest: string | undefined;
+      try {
+        guest = observer?.look(esb, touched);
+      } catch (e) {
+        guest = `FAILED: ${(e as Error).message}`;
+      }
       const { userspaceAddr, size } = esb.memslot;
       const wrongStamps: string[] = [];
       for (let irq = 0; irq < esb.nrIrqs; irq++) {
@@ -71,12 +80,6 @@ export function runDemo(observer?: DemoObserver): DemoResult {
           const want = expectedStamp(esb, irq, p);
           if (got !== want) wrongStamps.push(`${irq}:${p} read ${got}, want ${want}`);
         }
-      }
-      let guest: string | undefined;
-      try {
-        guest = observer?.look(esb, touched);
-      } catch (e) {
-        guest = `FAILED: ${(e as Error).message}`;
       }
       const runs = esb.runs();
       steps.push({
@@ -144,4 +147,33 @@ export function renderDemo(r: DemoResult): string {
   });
   lines.push('', r.ok ? 'all checks passed' : 'SOME CHECKS FAILED');
   return lines.join('\n');
+}
+
+/**
+ * The guest's view, where /dev/kvm is usable on x86_64: a real KVM guest whose one memslot is the
+ * region reads each touched interrupt's trigger page after every step. Returns undefined (with
+ * the reason in `why`) where it cannot run.
+ */
+export function kvmGuestObserver(): { observer?: DemoObserver; why?: string } {
+  const why = KvmX86Guest.usable();
+  if (why !== null) return { why };
+  let guest: KvmX86Guest | undefined;
+  return {
+    observer: {
+      start(esb) {
+        guest = KvmX86Guest.create({ memslot: esb.memslot });
+      },
+      look(esb, irqs) {
+        const g = guest as KvmX86Guest;
+        const wrong = irqs.filter((irq) => g.readString(esbOffset(esb.geometry, irq, 0)) !== expectedStamp(esb, irq, 0));
+        if (wrong.length > 0) throw new Error(`the guest read stale pages for interrupts ${wrong.join(', ')}`);
+        if (g.memslotUpdates !== 1) throw new Error(`the region's memslot was updated ${g.memslotUpdates} times`);
+        const sample = irqs[0] as number;
+        return `KVM guest read ${irqs.length} touched interrupt(s) on its next load, all right (irq ${sample}: ${g.readString(esbOffset(esb.geometry, sample, 0))}); memslot registrations: ${g.memslotUpdates}`;
+      },
+      stop() {
+        guest?.close();
+      },
+    },
+  };
 }

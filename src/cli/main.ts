@@ -4,15 +4,19 @@
  * the library. Subcommands: `demo` (the hot-plug demo on fake devices).
  */
 import { parseArgs } from 'node:util';
-import { runDemo, renderDemo } from './demo.js';
+import { kvmGuestObserver, runDemo, renderDemo } from './demo.js';
 import { inspect, renderInspect } from './inspect.js';
+import { probeHost, renderProbe } from './probe.js';
 
 const usage = `usage: xive-remap <command> [--json]
 
 commands:
   demo                 hot-plug passthrough interrupts on fake devices and check every step by reading memory
+                       (and through a real KVM guest where /dev/kvm is usable; --no-guest to skip it)
   inspect --pid N      show the ESB regions of a running VMM from /proc/N/maps: which interrupts
                        are overlaid by which file  [--esb-shift 17]
+  probe                what this host offers: architecture, page size, /dev/kvm, KVM capabilities,
+                       the KVM XIVE device contract (where one can be created), vm.max_map_count
 `;
 
 function json(v: unknown): string {
@@ -25,6 +29,7 @@ export async function main(argv: string[]): Promise<number> {
       json: { type: 'boolean' },
       help: { type: 'boolean', short: 'h' },
       pid: { type: 'string' },
+      'no-guest': { type: 'boolean' },
       'esb-shift': { type: 'string' },
     }, });
   const [command] = positionals;
@@ -34,8 +39,11 @@ export async function main(argv: string[]): Promise<number> {
   }
   switch (command) {
     case 'demo': {
-      const r = runDemo();
-      process.stdout.write(`${values.json ? json(r) : renderDemo(r)}\n`);
+      // The guest's view too, where a KVM guest can run here; say why not otherwise.
+      const { observer, why } = values['no-guest'] ? { observer: undefined, why: '--no-guest' } : kvmGuestObserver();
+      const r = runDemo(observer);
+      if (values.json) process.stdout.write(`${json({ ...r, guest: observer ? 'kvm-x86' : `none: ${why}` })}\n`);
+      else process.stdout.write(`${renderDemo(r)}${observer ? '' : `\n(no KVM guest view: ${why})`}\n`);
       return r.ok ? 0 : 1;
     }
     case 'inspect': {
@@ -47,6 +55,11 @@ export async function main(argv: string[]): Promise<number> {
       }
       const r = inspect(pid, shift);
       process.stdout.write(`${values.json ? json(r) : renderInspect(r)}\n`);
+      return 0;
+    }
+    case 'probe': {
+      const r = probeHost();
+      process.stdout.write(`${values.json ? json(r) : renderProbe(r)}\n`);
       return 0;
     }
     default:

@@ -142,6 +142,12 @@ export const realNative: NativeLayer = {
     c.poke(addr, data, data.byteLength);
   },
 
+  loadBe64(addr) {
+    if (addr % 8n !== 0n) throw new RangeError(`loadBe64: address ${hex(addr)} is not 8-byte aligned`);
+    // koffi's decode of a fixed 8-byte integer is one load instruction (memcpy of a constant 8 bytes).
+    return BigInt(koffi.decode.uint64be(addr) as number | bigint);
+  },
+
   readMaps(pid?: number): MapsEntry[] {
     count('readMaps'); // a /proc read, counted so tests can prove the hot path makes none
     return parseMaps(readFileSync(`/proc/${pid ?? 'self'}/maps`, 'latin1'));

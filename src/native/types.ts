@@ -92,6 +92,12 @@ export interface NativeLayer {
   peek(addr: bigint, length: number): Buffer;
   /** Copy `data` into process memory at `addr`. */
   poke(addr: bigint, data: Uint8Array): void;
+  /**
+   * One 8-byte load from `addr` (8-byte aligned), read big-endian like the kernel's `in_be64`: the
+   * single access a memory-mapped register such as a XIVE ESB page needs (`peek` copies with
+   * memcpy, which may split the copy into smaller loads). Optional: stand-in layers may omit it.
+   */
+  loadBe64?(addr: bigint): bigint;
   /** The VMAs of a process, parsed from /proc/PID/maps (default: this process). */
   readMaps(pid?: number): MapsEntry[];
   /** Record that the library owns [addr, addr+length): MAP_FIXED is allowed there. */

@@ -1,0 +1,320 @@
+#!/usr/bin/env bash
+# native-stubs/power9/run.sh — `npm run test:power`
+#
+# Boots an emulated POWER9 host (QEMU powernv9, TCG) running Debian 12's ppc64el kernel with
+# upstream KVM-HV and the KVM XIVE native device, and runs guest-checks.mjs inside it under the
+# ppc64el Node 18 from Debian. See README.md beside this file.
+#
+# Layers, all under ${XDG_CACHE_HOME:-$HOME/.cache}/xive-remap-power9/:
+#   apt/        private apt state for ppc64el (never touches the system's apt or dpkg state)
+#   base/       vmlinux + base.cpio.gz (busybox, Node 18 + libs, kvm modules, koffi) — built once
+#   run/        pkg.cpio.gz (library package.json + dist, checks, /init), initrd, console.log —
+#               rebuilt on every run (cheap)
+#
+# Environment: XIVE_POWER9_TIMEOUT (boot timeout, s; default 300), XIVE_POWER9_REFRESH=1 (rebuild
+# the base layer), XIVE_POWER9_VERBOSE=1 (stream the guest console to stderr),
+# XIVE_POWER9_KOFFI (npm spec installed for ppc64le; default koffi@3, see README).
+set -euo pipefail
+
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+REPO=$(cd "$HERE/../.." && pwd)
+CACHE=${XDG_CACHE_HOME:-$HOME/.cache}/xive-remap-power9
+BOOT_TIMEOUT=${XIVE_POWER9_TIMEOUT:-300}
+KOFFI_SPEC=${XIVE_POWER9_KOFFI:-koffi@3}
+# Bump when the way the base layer is built changes: forces a rebuild of base/.
+BASE_LAYER_VERSION=1
+DEB_MIRROR=http://deb.debian.org/debian
+DEB_SECURITY=http://deb.debian.org/debian-security
+DEB_KEYRING=/usr/share/keyrings/debian-archive-keyring.gpg
+HOST_PACKAGES=(qemu-system-ppc qemu-system-data cpio gzip xz-utils zstd kmod debian-archive-keyring)
+END_MARKER=XIVE-POWER9-GUEST-END
+
+T0=$(date +%s)
+say() { printf 'power9 [%4ss]: %s\n' "$(($(date +%s) - T0))" "$*" >&2; }
+die() { printf 'power9: error: %s\n' "$*" >&2; exit 1; }
+skip() { printf 'power9: skipped: %s\n' "$*"; exit 0; }
+
+# --- 1. preconditions and host packages ------------------------------------------------------
+[ "$(id -u)" = 0 ] || skip "not running as root (needed to apt-get install qemu-system-ppc)"
+command -v apt-get >/dev/null 2>&1 || skip "no apt-get on this host (a Debian/Ubuntu host is needed)"
+command -v npm >/dev/null 2>&1 || skip "no npm on this host (needed to fetch koffi for ppc64le)"
+
+missing=()
+for p in "${HOST_PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  say "installing host packages: ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq >/dev/null 2>&1 || say "warning: apt-get update reported errors (continuing)"
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+QEMU=$(command -v qemu-system-ppc64) || die "qemu-system-ppc64 not found after install"
+SKIBOOT=/usr/share/qemu/skiboot.lid
+[ -f "$SKIBOOT" ] || die "$SKIBOOT missing (package qemu-system-data)"
+
+mkdir -p "$CACHE"
+# One runner at a time per cache (and never two qemus on a 2-core box).
+exec 9>"$CACHE/lock"
+flock 9
+APT="$CACHE/apt"
+BASE="$CACHE/base"
+RUN="$CACHE/run"
+
+# --- 2. private apt state for ppc64el ----------------------------------------------------------
+setup_apt() {
+  mkdir -p "$APT"/etc/apt.conf.d "$APT"/etc/sources.list.d "$APT"/etc/preferences.d \
+    "$APT"/state/lists/partial "$APT"/cache/archives/partial "$APT"/log
+  [ -f "$APT/status" ] || : > "$APT/status"
+  local suite
+  : > "$APT/etc/sources.list"
+  for suite in bookworm bookworm-updates; do
+    echo "deb [arch=ppc64el signed-by=$DEB_KEYRING] $DEB_MIRROR $suite main" >> "$APT/etc/sources.list"
+  done
+  echo "deb [arch=ppc64el signed-by=$DEB_KEYRING] $DEB_SECURITY bookworm-security main" >> "$APT/etc/sources.list"
+  # APT_CONFIG is read before /etc/apt/apt.conf.d, so Dir::Etc::parts below keeps every system
+  # setting (proxies aside, docker-clean hooks, …) out of this private state.
+  cat > "$APT/apt.conf" <<EOF
+Dir::Etc::main "/dev/null";
+Dir::Etc::parts "$APT/etc/apt.conf.d";
+Dir::Etc::sourcelist "$APT/etc/sources.list";
+Dir::Etc::sourceparts "$APT/etc/sources.list.d";
+Dir::Etc::preferences "$APT/etc/preferences";
+Dir::Etc::preferencesparts "$APT/etc/preferences.d";
+Dir::State "$APT/state";
+Dir::State::lists "$APT/state/lists";
+Dir::State::status "$APT/status";
+Dir::Cache "$APT/cache";
+Dir::Cache::archives "$APT/cache/archives";
+Dir::Log "$APT/log";
+APT::Architecture "ppc64el";
+APT::Architectures { "ppc64el"; };
+APT::Install-Recommends "false";
+APT::Install-Suggests "false";
+APT::Sandbox::User "root";
+Debug::NoLocking "true";
+Acquire::Languages "none";
+EOF
+}
+papt() { APT_CONFIG="$APT/apt.conf" "$@"; }
+
+# --- 3..4. base layer: kernel, Node 18 + libs, busybox, kvm modules, koffi ---------------------
+build_base() {
+  say "base layer: refreshing private ppc64el apt lists"
+  setup_apt
+  # A suite whose index fails (e.g. a mirror mid-sync) is tolerated as long as bookworm main is there.
+  if ! papt apt-get update -qq >"$APT/log/update.log" 2>&1; then
+    say "warning: apt-get update (ppc64el) reported errors; continuing with the lists it got:"
+    grep -E '^(E|W):' "$APT/log/update.log" | head -3 | sed 's/^/    /' >&2 || true
+  fi
+  ls "$APT"/state/lists/*_bookworm_main_binary-ppc64el_Packages* >/dev/null 2>&1 \
+    || die "no ppc64el package list for bookworm main (see $APT/log/update.log)"
+
+  local kpkg kver
+  kpkg=$(papt apt-cache depends linux-image-powerpc64le \
+    | awk '$1 == "Depends:" && $2 ~ /^linux-image-.*-powerpc64le$/ { print $2; exit }')
+  [ -n "$kpkg" ] || die "could not resolve linux-image-powerpc64le to a kernel package"
+  kver=$(papt apt-cache policy "$kpkg" | awk '$1 == "Candidate:" { print $2 }')
+  say "base layer: kernel package $kpkg $kver"
+
+  rm -rf "$BASE.new"
+  mkdir -p "$BASE.new"/debs "$BASE.new"/root "$BASE.new"/kernel "$BASE.new"/stage
+  # The kernel alone (its own Depends — kmod, initramfs-tools … — are for a real install).
+  (cd "$BASE.new/debs" && papt apt-get download -qq "$kpkg") || die "download of $kpkg failed"
+  # Userland: apt resolves the closure (Node's runtime libraries …) against an empty dpkg status.
+  rm -f "$APT"/cache/archives/*.deb
+  papt apt-get install -d -y -qq busybox-static nodejs >"$APT/log/install.log" 2>&1 \
+    || { cat "$APT/log/install.log" >&2; die "apt-get install -d (ppc64el) failed"; }
+  local deb pkgs=()
+  for deb in "$APT"/cache/archives/*.deb; do
+    pkgs+=("$(dpkg-deb -f "$deb" Package)=$(dpkg-deb -f "$deb" Version)")
+    dpkg-deb -x "$deb" "$BASE.new/root"
+  done
+  rm -f "$APT"/cache/archives/*.deb
+  say "base layer: userland from ${#pkgs[@]} packages: ${pkgs[*]}"
+  dpkg-deb -x "$BASE.new"/debs/*.deb "$BASE.new/kernel"
+  rm -f "$BASE.new"/debs/*.deb
+
+  # Kernel image and KVM modules (Debian ships no modules.dep: make one with the host's depmod).
+  local kimg kdir rel m
+  kimg=$(ls "$BASE.new"/kernel/boot/vmlinux-* | head -1)
+  kdir=$(ls -d "$BASE.new"/kernel/lib/modules/* | head -1)
+  rel=$(basename "$kdir")
+  cp "$kimg" "$BASE.new/vmlinux"
+  [ -f "$kdir/modules.dep" ] || depmod -b "$BASE.new/kernel" "$rel"
+  local -a load=()
+  resolve_mod() { # appends $1 (path relative to $kdir) after its dependencies, once
+    local mod=$1 dep deps
+    case " ${load[*]:-} " in *" $mod "*) return ;; esac
+    deps=$(awk -v m="$mod" -F': *' '$1 == m { print $2 }' "$kdir/modules.dep")
+    for dep in $deps; do resolve_mod "$dep"; done
+    load+=("$mod")
+  }
+  for m in kvm kvm-hv; do
+    rel_path=$(awk -F: -v n="/$m.ko" '{ k = $1; sub(/\.(xz|zst|gz)$/, "", k) }
+      substr(k, length(k) - length(n) + 1) == n { print $1; exit }' "$kdir/modules.dep")
+    [ -n "$rel_path" ] || die "module $m not found in $kdir/modules.dep"
+    resolve_mod "$rel_path"
+  done
+  local R="$BASE.new/stage" f dst
+  mkdir -p "$R/lib/modules/$rel" "$R/etc"
+  : > "$R/etc/kvm-modules"
+  for f in "${load[@]}"; do
+    dst="$R/lib/modules/$rel/$(basename "$f")"
+    case "$f" in  # busybox insmod takes a plain .ko: decompress on the host
+      *.ko.xz)  xz -dc "$kdir/$f" > "${dst%.xz}"; dst=${dst%.xz} ;;
+      *.ko.zst) zstd -qdc "$kdir/$f" > "${dst%.zst}"; dst=${dst%.zst} ;;
+      *.ko.gz)  gzip -dc "$kdir/$f" > "${dst%.gz}"; dst=${dst%.gz} ;;
+      *)        cp "$kdir/$f" "$dst" ;;
+    esac
+    echo "/lib/modules/$rel/$(basename "$dst")" >> "$R/etc/kvm-modules"
+  done
+  say "base layer: modules to load: $(tr '\n' ' ' < "$R/etc/kvm-modules")"
+
+  # Userland tree: busybox, Node 18 and its shared libraries (with /lib64/ld64.so.2).
+  (cd "$BASE.new/root" && tar -c --exclude=./usr/share/doc --exclude=./usr/share/man \
+     --exclude=./usr/share/lintian --exclude=./usr/share/locale --exclude=./usr/share/bug \
+     --exclude=./usr/share/info .) | tar -x -C "$R"
+  [ -x "$R/usr/bin/node" ] || die "ppc64el node missing from the extracted nodejs package"
+  [ -e "$R/lib64/ld64.so.2" ] || [ -L "$R/lib64/ld64.so.2" ] || die "/lib64/ld64.so.2 missing"
+  [ -x "$R/bin/busybox" ] || die "busybox missing from busybox-static"
+  ln -sf busybox "$R/bin/sh"
+  mkdir -p "$R/proc" "$R/sys" "$R/dev" "$R/tmp" "$R/run" "$R/sbin" "$R/usr/sbin" "$R/opt"
+
+  # koffi for linux ppc64le into a staging prefix; it becomes /opt/xive-remap/node_modules.
+  say "base layer: npm install --os=linux --cpu=ppc64 $KOFFI_SPEC"
+  local npmstage="$BASE.new/npm"
+  mkdir -p "$npmstage"
+  npm install --os=linux --cpu=ppc64 --ignore-scripts --no-audit --no-fund --loglevel=error \
+    --prefix "$npmstage" "$KOFFI_SPEC" >&2
+  local knode
+  knode=$(cd "$npmstage" && find node_modules -path '*linux_ppc64le/koffi.node' | head -1)
+  [ -n "$knode" ] || die "$KOFFI_SPEC has no linux_ppc64le/koffi.node (koffi 2.x ships none; use koffi@3)"
+  local kofv
+  kofv=$(node -p "require('$npmstage/node_modules/koffi/package.json').version")
+  say "base layer: koffi $kofv, native module $knode"
+  mkdir -p "$R/opt/xive-remap"
+  cp -a "$npmstage/node_modules" "$R/opt/xive-remap/node_modules"
+  # Lets anything under /opt (e.g. /opt/checks) import('xive-remap') by name.
+  mkdir -p "$R/opt/node_modules"
+  ln -s ../xive-remap "$R/opt/node_modules/xive-remap"
+
+  (cd "$R" && find . -mindepth 1 | LC_ALL=C sort | cpio -o -H newc -R 0:0 --quiet) \
+    | gzip -1 > "$BASE.new/base.cpio.gz"
+  cat > "$BASE.new/manifest" <<EOF
+layer=$BASE_LAYER_VERSION
+koffi_spec=$KOFFI_SPEC
+kernel_package=$kpkg
+kernel_version=$kver
+kernel_release=$rel
+koffi_version=$kofv
+koffi_native=$knode
+packages=${pkgs[*]}
+EOF
+  rm -rf "$BASE.new/root" "$BASE.new/kernel" "$BASE.new/stage" "$BASE.new/npm" "$BASE.new/debs"
+  rm -f "$APT"/cache/*.bin  # apt's binary caches: rebuilt from the lists when next needed
+  rm -rf "$BASE"
+  mv "$BASE.new" "$BASE"
+  say "base layer: built ($(du -h "$BASE/base.cpio.gz" | cut -f1) initramfs, $(du -h "$BASE/vmlinux" | cut -f1) vmlinux)"
+}
+
+manifest() { sed -n "s/^$1=//p" "$BASE/manifest" 2>/dev/null; }
+if [ "${XIVE_POWER9_REFRESH:-0}" = 1 ] || [ ! -f "$BASE/base.cpio.gz" ] || [ ! -f "$BASE/vmlinux" ] \
+   || [ "$(manifest layer)" != "$BASE_LAYER_VERSION" ] || [ "$(manifest koffi_spec)" != "$KOFFI_SPEC" ]; then
+  build_base
+else
+  say "base layer: cached ($(manifest kernel_package) $(manifest kernel_version), koffi $(manifest koffi_version))"
+fi
+
+# --- 4b. run layer: library package, checks, /init ---------------------------------------------
+rm -rf "$RUN"
+mkdir -p "$RUN/stage/opt/xive-remap" "$RUN/stage/opt/checks"
+S="$RUN/stage"
+if [ -f "$REPO/package.json" ]; then
+  cp "$REPO/package.json" "$S/opt/xive-remap/"
+else
+  say "note: $REPO/package.json not found; /opt/xive-remap has node_modules only"
+fi
+if [ -d "$REPO/dist" ]; then
+  cp -a "$REPO/dist" "$S/opt/xive-remap/dist"
+else
+  say "note: $REPO/dist does not exist (run 'npm run build'); the guest gets no compiled library"
+fi
+cp "$HERE/guest-checks.mjs" "$S/opt/checks/guest-checks.mjs"
+KREL=$(manifest kernel_release)
+cat > "$S/init" <<EOF
+#!/bin/sh
+/bin/busybox --install -s
+export PATH=/usr/sbin:/usr/bin:/sbin:/bin HOME=/root
+export LD_LIBRARY_PATH=/lib/powerpc64le-linux-gnu:/usr/lib/powerpc64le-linux-gnu
+mount -t proc proc /proc
+mount -t sysfs sysfs /sys
+mount -t devtmpfs devtmpfs /dev
+mount -t tmpfs tmpfs /tmp
+mkdir -p /root
+echo "power9-guest: kernel \$(uname -r) on \$(grep -m1 '^cpu' /proc/cpuinfo | sed 's/.*: //')"
+while read -r m; do
+  insmod "\$m" || echo "power9-guest: insmod \$m failed"
+done < /etc/kvm-modules
+[ -c /dev/kvm ] && echo "power9-guest: /dev/kvm present" || echo "power9-guest: /dev/kvm missing"
+cd /opt/checks
+echo "power9-guest: uptime \$(cut -d' ' -f1 /proc/uptime) s: running guest-checks.mjs"
+node /opt/checks/guest-checks.mjs 2>&1
+echo "power9-guest: guest-checks exit status \$? (uptime \$(cut -d' ' -f1 /proc/uptime) s)"
+dmesg | grep -i -E 'kvm|xive' | tail -n 20 | sed 's/^/power9-guest: dmesg: /'
+echo "$END_MARKER"
+sync
+poweroff -f
+echo o > /proc/sysrq-trigger
+EOF
+chmod 755 "$S/init"
+(cd "$S" && find . -mindepth 1 | LC_ALL=C sort | cpio -o -H newc -R 0:0 --quiet) | gzip -1 > "$RUN/pkg.cpio.gz"
+# The kernel unpacks concatenated archives in order; the run layer is small and comes last.
+cat "$BASE/base.cpio.gz" "$RUN/pkg.cpio.gz" > "$RUN/initrd"
+rm -rf "$S"
+
+# --- 5. boot ------------------------------------------------------------------------------------
+LOG="$RUN/console.log"
+say "booting powernv9 (TCG) with $(manifest kernel_package) — timeout ${BOOT_TIMEOUT}s, console: $LOG"
+timeout -k 10 "$BOOT_TIMEOUT" "$QEMU" -machine powernv9 -accel tcg -smp 1 -m 2G -nographic \
+  -bios "$SKIBOOT" -kernel "$BASE/vmlinux" -initrd "$RUN/initrd" \
+  -append "console=hvc0 rdinit=/init loglevel=4" </dev/null >"$LOG" 2>&1 &
+QPID=$!
+TPID=
+if [ "${XIVE_POWER9_VERBOSE:-0}" = 1 ]; then
+  tail -n +1 -f --pid="$QPID" "$LOG" >&2 &
+  TPID=$!
+fi
+ended_at=
+while kill -0 "$QPID" 2>/dev/null; do
+  if [ -z "$ended_at" ] && grep -q "^$END_MARKER" "$LOG" 2>/dev/null; then ended_at=$(date +%s); fi
+  # The guest powers itself off; if the machine lingers after the end marker, stop it.
+  if [ -n "$ended_at" ] && [ $(($(date +%s) - ended_at)) -ge 15 ]; then kill "$QPID" 2>/dev/null || true; fi
+  sleep 1
+done
+set +e
+wait "$QPID"
+qrc=$?
+set -e
+[ -n "$TPID" ] && { kill "$TPID" 2>/dev/null || true; }
+say "qemu exited (status $qrc)"
+
+# --- pass / fail --------------------------------------------------------------------------------
+tr -d '\r' < "$LOG" > "$RUN/console.txt"
+grep -E '^(ok|not ok) - ' "$RUN/console.txt" || true
+summary=$(grep -E '^([A-Za-z]+: )?[0-9]+ passed, [0-9]+ failed' "$RUN/console.txt" | tail -1 || true)
+fail() {
+  printf 'power9: FAIL: %s\n' "$1"
+  echo "---- last 40 console lines ($LOG) ----" >&2
+  tail -n 40 "$RUN/console.txt" >&2
+  exit 1
+}
+if [ "$qrc" = 124 ] || [ "$qrc" = 137 ]; then
+  [ -n "$summary" ] || fail "timed out after ${BOOT_TIMEOUT}s"
+fi
+[ -n "$summary" ] || fail "the guest never printed its closing 'N passed, N failed' line"
+echo "$summary"
+nfail=$(sed -E 's/.* ([0-9]+) failed.*/\1/' <<<"$summary")
+[ "$nfail" = 0 ] || fail "$nfail check(s) failed in the guest"
+! grep -qE '^not ok - ' "$RUN/console.txt" || fail "a check printed 'not ok'"
+say "passed (total $(($(date +%s) - T0))s)"
