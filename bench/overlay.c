@@ -1,0 +1,104 @@
+/*
+ * The floor for `overlayVsC` in bench/bench.ts: the same two mmap(MAP_FIXED) calls an attach and
+ * a detach make, issued straight from C, on the same kind of region.
+ *
+ * An IPI memfd of nr_irqs × bytes_per_irq is mapped once (the region); a passthrough memfd of
+ * pt_irqs × bytes_per_irq is the source. Every page of the region is read once first, as a running
+ * guest has them all mapped. Each cycle then:
+ *   - reads the interrupt's pages again (untimed: the previous cycle's detach dropped their PTEs),
+ *   - times  mmap(irq's address, bytes_per_irq, RW, SHARED|FIXED, pt_fd, pt_irq × bytes_per_irq)
+ *            mmap(irq's address, bytes_per_irq, RW, SHARED|FIXED, ipi_fd, irq × bytes_per_irq)
+ * exactly as bench.ts does around `esb.attach(irq, source)` + `esb.detach(irq)`.
+ *
+ * usage: overlay NR_IRQS BYTES_PER_IRQ PT_IRQS CYCLES
+ * prints one JSON line: {"cycles":N,"median_ns":…,"p10_ns":…,"p90_ns":…,"min_ns":…}
+ * Built by bench.ts with the system compiler (`cc -O2`) into dist/bench/; no dependencies.
+ */
+#define _GNU_SOURCE
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <time.h>
+#include <unistd.h>
+
+static void die(const char *what)
+{
+	perror(what);
+	exit(1);
+}
+
+static uint64_t now_ns(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+static int cmp_u64(const void *a, const void *b)
+{
+	uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+	return x < y ? -1 : x > y;
+}
+
+/* Read one byte of every host page in [p, p+len): maps them, as a guest's loads would. */
+static void touch(const volatile uint8_t *p, size_t len, size_t page)
+{
+	uint8_t sink = 0;
+	for (size_t off = 0; off < len; off += page)
+		sink ^= p[off];
+	(void)sink;
+}
+
+static int memfd(const char *name, size_t size)
+{
+	int fd = memfd_create(name, MFD_CLOEXEC);
+	if (fd < 0)
+		die("memfd_create");
+	if (ftruncate(fd, (off_t)size) < 0)
+		die("ftruncate");
+	return fd;
+}
+
+int main(int argc, char **argv)
+{
+	if (argc != 5) {
+		fprintf(stderr, "usage: %s NR_IRQS BYTES_PER_IRQ PT_IRQS CYCLES\n", argv[0]);
+		return 2;
+	}
+	size_t nr_irqs = strtoull(argv[1], NULL, 0);
+	size_t bpi = strtoull(argv[2], NULL, 0);
+	size_t pt_irqs = strtoull(argv[3], NULL, 0);
+	size_t cycles = strtoull(argv[4], NULL, 0);
+	size_t page = (size_t)sysconf(_SC_PAGESIZE);
+	if (!nr_irqs || !pt_irqs || !cycles || !bpi || bpi % page)
+		return 2;
+
+	int ipi = memfd("overlay-ipi", nr_irqs * bpi);
+	int pt = memfd("overlay-pt", pt_irqs * bpi);
+	uint8_t *region = mmap(NULL, nr_irqs * bpi, PROT_READ | PROT_WRITE, MAP_SHARED, ipi, 0);
+	if (region == MAP_FAILED)
+		die("mmap region");
+	touch(region, nr_irqs * bpi, page);
+
+	uint64_t *ns = calloc(cycles, sizeof *ns);
+	if (!ns)
+		die("calloc");
+	for (size_t c = 0; c < cycles; c++) {
+		size_t irq = c % nr_irqs, src = c % pt_irqs;
+		uint8_t *at = region + irq * bpi;
+		touch(at, bpi, page);
+		uint64_t t0 = now_ns();
+		if (mmap(at, bpi, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_FIXED, pt, (off_t)(src * bpi)) != at)
+			die("mmap attach");
+		if (mmap(at, bpi, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_FIXED, ipi, (off_t)(irq * bpi)) != at)
+			die("mmap detach");
+		ns[c] = now_ns() - t0;
+	}
+	qsort(ns, cycles, sizeof *ns, cmp_u64);
+	printf("{\"cycles\":%zu,\"median_ns\":%llu,\"p10_ns\":%llu,\"p90_ns\":%llu,\"min_ns\":%llu}\n", cycles,
+	       (unsigned long long)ns[cycles / 2], (unsigned long long)ns[cycles / 10],
+	       (unsigned long long)ns[cycles * 9 / 10], (unsigned long long)ns[0]);
+	return 0;
+}
