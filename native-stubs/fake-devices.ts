@@ -64,7 +64,12 @@ class StampedFile {
     readonly nrIrqs: number,
     readonly geometry: EsbGeometry,
   ) {
-    const fd = native.memfdCreate(name, MFD_CLOEXEC);
+    let fd: number;
+    try {
+      fd = native.memfdCreate(name, MFD_CLOEXEC);
+    } catch (e) {
+      throw new RemapError('E_SOURCE', `creating ${name}: memfd_create failed`, { cause: e });
+    }
     this.handle = new SharedFd(native, fd);
     try {
       native.ftruncate(fd, BigInt(nrIrqs) * geometry.bytesPerIrq);
@@ -76,7 +81,21 @@ class StampedFile {
 
   stamp(irq: number, prefix: string): void {
     for (let p = 0; p < this.geometry.pagesPerIrq; p++) {
-      this.native.pwrite(this.handle.fd, Buffer.from(`${prefix}:${irq}:${p}\0`, 'latin1'), esbOffset(this.geometry, irq, p as 0 | 1));
+      try {
+        this.native.pwrite(this.handle.fd, Buffer.from(`${prefix}:${irq}:${p}\0`, 'latin1'), esbOffset(this.geometry, irq, p as 0 | 1));
+      } catch (e) {
+        throw new RemapError('E_SOURCE', `stamping ${this.name} interrupt ${irq} page ${p}: pwrite failed`, { cause: e });
+      }
+    }
+  }
+
+  /** Stamp every interrupt; on a failure release the file (a half-made device must not leak its memfd). */
+  stampAll(prefix: string): void {
+    try {
+      for (let irq = 0; irq < this.nrIrqs; irq++) this.stamp(irq, prefix);
+    } catch (e) {
+      this.handle.release();
+      throw e;
     }
   }
 }
@@ -105,16 +124,16 @@ export class FakeXiveDevice implements EsbDevice {
 
   /**
    * A fake XIVE device of `nrIrqs` interrupts, every IPI ESB page stamped `ipi:<irq>:<p>`.
-   * @throws RemapError E_IRQ_RANGE for a bad nrIrqs, E_GEOMETRY for a bad esbShift
+   * @throws RemapError E_IRQ_RANGE for a bad nrIrqs, E_GEOMETRY for a bad esbShift, E_SOURCE if a
+   *   system call fails (nothing is left open)
    */
   static create(options: FakeXiveOptions): FakeXiveDevice {
     const native = options.native ?? realNative;
     const op = 'FakeXiveDevice.create';
-    checkIrqRange(op, 0, options?.nrIrqs, MAX_IRQS + 1, 'interrupt');
+    checkIrqRange(op, 0, options?.nrIrqs, MAX_IRQS, 'interrupt');
     const file = new StampedFile(native, 'fake-xive-ipi', options.nrIrqs, geometryFor(op, options.esbShift, native));
-    const dev = new FakeXiveDevice(file, options.unmergeable ?? false);
-    if (options.stamp ?? true) for (let irq = 0; irq < options.nrIrqs; irq++) dev.stampIrq(irq);
-    return dev;
+    if (options.stamp ?? true) file.stampAll('ipi');
+    return new FakeXiveDevice(file, options.unmergeable ?? false);
   }
 
   /** Number of guest interrupts. */
@@ -137,7 +156,7 @@ export class FakeXiveDevice implements EsbDevice {
     return this.#file.handle.fd;
   }
 
-  /** Write interrupt `irq`'s stamps (for devices made with `stamp: false`). @throws RemapError E_IRQ_RANGE */
+  /** Write interrupt `irq`'s stamps (for devices made with `stamp: false`). @throws RemapError E_IRQ_RANGE; E_SOURCE if pwrite fails */
   stampIrq(irq: number): void {
     this.#file.stamp(checkIrq('FakeXiveDevice.stampIrq', irq, this.nrIrqs), 'ipi');
   }
@@ -158,7 +177,12 @@ export class FakeXiveDevice implements EsbDevice {
         try {
           return map(fresh);
         } finally {
-          native.close(fresh);
+          try {
+            native.close(fresh);
+          } catch {
+            // Linux frees the fd even when close(2) fails, and a mapping made from it holds its own
+            // reference: failing here would report a mapping that exists as failed.
+          }
         }
       },
       close: () => own.release(),
@@ -186,15 +210,16 @@ export class FakePassthroughDevice {
 
   /**
    * A fake passthrough device of `nrIrqs` host interrupts, pages stamped `pt<id>:<hostIrq>:<p>`.
-   * @throws RemapError E_IRQ_RANGE for a bad nrIrqs or id, E_GEOMETRY for a bad esbShift
+   * @throws RemapError E_IRQ_RANGE for a bad nrIrqs or id, E_GEOMETRY for a bad esbShift, E_SOURCE
+   *   if a system call fails (nothing is left open)
    */
   static create(options: FakePassthroughOptions): FakePassthroughDevice {
     const native = options.native ?? realNative;
     const op = 'FakePassthroughDevice.create';
-    checkIrqRange(op, 0, options?.nrIrqs, MAX_IRQS + 1, 'interrupt');
+    checkIrqRange(op, 0, options?.nrIrqs, MAX_IRQS, 'interrupt');
     checkIrq(op, options.id, 2 ** 31, 'device id');
     const file = new StampedFile(native, `fake-pt${options.id}`, options.nrIrqs, geometryFor(op, options.esbShift, native));
-    for (let irq = 0; irq < options.nrIrqs; irq++) file.stamp(irq, `pt${options.id}`);
+    file.stampAll(`pt${options.id}`);
     return new FakePassthroughDevice(file, options.id);
   }
 

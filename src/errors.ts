@@ -8,7 +8,8 @@
 import { constants } from 'node:os';
 
 const errnoNames: ReadonlyMap<number, string> = new Map(
-  Object.entries(constants.errno).map(([name, value]) => [value, name]),
+  // Reversed so that the first of two aliases wins (EAGAIN over EWOULDBLOCK), as Node names them.
+  Object.entries(constants.errno).reverse().map(([name, value]) => [value, name]),
 );
 
 /** The symbolic name of an errno value (`22` → `'EINVAL'`), or `'E<n>'` when Node does not know it. */

@@ -65,6 +65,7 @@ export interface FromFdOptions {
 /** Consecutive interrupts' ESB pages in an fd, ready to be mapped over guest interrupts. */
 export class PageSource {
   #closed = false;
+  readonly #base: number;
 
   /** @internal Use `PageSource.fromFd` or a device's `pages()`. */
   constructor(
@@ -82,7 +83,11 @@ export class PageSource {
     readonly geometry: EsbGeometry | undefined,
     /** Index (e.g. host interrupt number) of the first interrupt, when it is known. */
     readonly firstIndex: number | undefined,
-  ) {}
+    /** Without a firstIndex: this source's first interrupt within the source `fromFd` made (names stay `<name>+<i>` across slices). */
+    base = 0,
+  ) {
+    this.#base = base;
+  }
 
   /**
    * A source for `count` interrupts at `offset` in any fd the caller holds (a VFIO device region,
@@ -165,12 +170,13 @@ export class PageSource {
       this.name,
       this.geometry,
       this.firstIndex === undefined ? undefined : this.firstIndex + i,
+      this.#base + i,
     );
   }
 
   /** The source's name for interrupt `i` of it (e.g. `pt1:5`), as backingOf reports it. */
   nameOf(i: number): string {
-    return this.firstIndex === undefined ? `${this.name}+${i}` : `${this.name}:${this.firstIndex + i}`;
+    return this.firstIndex === undefined ? `${this.name}+${this.#base + i}` : `${this.name}:${this.firstIndex + i}`;
   }
 }
 
