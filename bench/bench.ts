@@ -43,7 +43,7 @@ import v8 from 'node:v8';
 import { runInNewContext } from 'node:vm';
 import { EsbController, type PageSource } from 'xive-remap';
 import { FakePassthroughDevice, FakeXiveDevice, expectedStamp, readStamp } from 'xive-remap/native-stubs';
-import { KvmVm } from '../src/kvm/index.js';
+import { KvmX86Guest } from '../native-stubs/kvm-x86-guest.js';
 import { MAP_FIXED, MAP_SHARED, PROT_READ, PROT_WRITE, mapsIn, realNative, type IpiPages, type NativeLayer } from '../src/internal.js';
 
 // ---------------------------------------------------------------- command line
@@ -519,43 +519,14 @@ function benchRange(): void {
 
 // ---------------------------------------------------------------- 4. approach 2 vs overlay, in a KVM guest
 
-/** What the bench needs of native-stubs/kvm-x86-guest.ts (loaded at run time: it is another helper's file). */
-interface GuestLike {
-  readonly slot: number;
-  readonly guestPhysAddr: bigint;
-  read32(offset: bigint): number;
-  close(): void;
-  /** The hook approach 2 needs: move the region's memslot to another host range of the same size. */
-  remapRegion?(userspaceAddr: bigint): void;
-}
-interface GuestClass {
-  usable(native?: NativeLayer): string | null;
-  create(opts: { memslot: { userspaceAddr: bigint; size: bigint } }): GuestLike;
-}
-
-async function loadGuestClass(): Promise<GuestClass | string> {
-  for (const rel of ['../native-stubs/index.js', '../native-stubs/kvm-x86-guest.js']) {
-    const url = new URL(rel, import.meta.url);
-    if (!fs.existsSync(fileURLToPath(url))) continue;
-    try {
-      const mod = (await import(url.href)) as { KvmX86Guest?: GuestClass };
-      if (mod.KvmX86Guest) return mod.KvmX86Guest;
-    } catch (e) {
-      return `loading ${rel} failed: ${(e as Error).message}`;
-    }
-  }
-  return 'native-stubs/kvm-x86-guest (KvmX86Guest) is not built';
-}
-
 /** The little-endian u32 the guest loads from a page stamped `text`. */
 const word = (text: string): number => Buffer.from(`${text}\0\0\0\0`, 'latin1').readUInt32LE(0);
 
 async function benchKvm(): Promise<void> {
   progress('approach2VsOverlay: a real KVM guest');
-  const Guest = await loadGuestClass();
-  const unusable = typeof Guest === 'string' ? Guest : Guest.usable();
-  if (typeof Guest === 'string' || unusable !== null) {
-    notes.approach2VsOverlay = unusable ?? 'KvmX86Guest unavailable';
+  const unusable = KvmX86Guest.usable();
+  if (unusable !== null) {
+    notes.approach2VsOverlay = unusable;
     results.approach2VsOverlay = null;
     target('approach2VsOverlay', 'guest sees change: approach 2 ÷ overlay', 'n/a', '≥ 2×', null);
     return;
@@ -576,20 +547,12 @@ async function benchKvm(): Promise<void> {
   const ipiAddr = irqAddr(esb, irq);
   const undo: (() => void)[] = [() => realNative.munmap(ptAddr, bpi), () => esb.close(), () => pt.close()];
   try {
-    const overlayGuest = Guest.create({ memslot: esb.memslot });
+    const overlayGuest = KvmX86Guest.create({ memslot: esb.memslot });
     undo.unshift(() => overlayGuest.close());
     // Approach 2: the interrupt's pages are a memslot of their own; a change deletes and re-adds it.
-    const vmFdsBefore = kvmVmFds();
-    const a2Guest = Guest.create({ memslot: { userspaceAddr: ipiAddr, size: bpi } });
+    const a2Guest = KvmX86Guest.create({ memslot: { userspaceAddr: ipiAddr, size: bpi } });
     undo.unshift(() => a2Guest.close());
-    const newVmFds = [...kvmVmFds()].filter((fd) => !vmFdsBefore.has(fd));
-    const moveSlot = memslotMover(a2Guest, bpi, newVmFds, ipiAddr);
-    if (typeof moveSlot === 'string') {
-      notes.approach2VsOverlay = moveSlot;
-      results.approach2VsOverlay = null;
-      target('approach2VsOverlay', 'guest sees change: approach 2 ÷ overlay', 'n/a', '≥ 2×', null);
-      return;
-    }
+    const moveSlot = (addr: bigint): void => a2Guest.remapRegion(addr);
     const expect = (got: number, want: number, what: string): void => {
       if (got !== want) throw new Error(`${what}: the guest loaded 0x${got.toString(16)}, want 0x${want.toString(16)}`);
     };
@@ -665,7 +628,7 @@ async function benchKvm(): Promise<void> {
       rounds,
       changesPerRound: perRound,
       note: 'each figure: one change (attach or detach) until the guest\'s next load returns the new page, including that KVM_RUN; approach 2 is given its best case (one small slot, the device pages already mapped)',
-      memslotMover: moveSlot.how,
+      memslotMover: 'KvmX86Guest.remapRegion: KVM_SET_USER_MEMORY_REGION size 0, then re-added at the same guest address',
     };
     target('approach2VsOverlay', 'guest sees change: approach 2 ÷ overlay', `${round(ratio)}× (overlay ${us(median(o))} µs, approach 2 ${us(median(a))} µs)`, '≥ 2×', ratio >= 2);
   } finally {
@@ -678,49 +641,6 @@ async function benchKvm(): Promise<void> {
       }
     }
   }
-}
-
-type SlotMover = ((userspaceAddr: bigint) => void) & { how: string };
-
-/** The fds of this process that are KVM VMs (`anon_inode:kvm-vm`). */
-function kvmVmFds(): Set<number> {
-  const out = new Set<number>();
-  for (const name of fs.readdirSync('/proc/self/fd')) {
-    try {
-      if (fs.readlinkSync(`/proc/self/fd/${name}`) === 'anon_inode:kvm-vm') out.add(Number(name));
-    } catch {
-      // the fd readdir itself used, already closed
-    }
-  }
-  return out;
-}
-
-/**
- * How approach 2 moves the guest's region memslot to another host range of the same size: with
- * the harness's `remapRegion(userspaceAddr)` hook if it has one; else (a stopgap until it does)
- * with KVM_SET_USER_MEMORY_REGION issued on the guest's VM fd, found as the one `anon_inode:kvm-vm`
- * fd that creating the guest added — delete the slot (size 0), re-add it at the same guest address.
- */
-function memslotMover(guest: GuestLike, size: bigint, newVmFds: readonly number[], first: bigint): SlotMover | string {
-  if (typeof guest.remapRegion === 'function') {
-    const f = ((addr: bigint) => guest.remapRegion?.(addr)) as SlotMover;
-    f.how = 'KvmX86Guest.remapRegion';
-    return f;
-  }
-  if (newVmFds.length !== 1) {
-    return `KvmX86Guest has no remapRegion(userspaceAddr) hook, and its VM fd could not be told apart (${newVmFds.length} new kvm-vm fds)`;
-  }
-  // Not closed by the bench: the fd is the harness's; this object only issues ioctls on it.
-  const vm = new KvmVm(realNative, newVmFds[0] as number, 0);
-  let current = first;
-  const f = ((addr: bigint) => {
-    const base = { slot: guest.slot, flags: 0, guestPhysAddr: guest.guestPhysAddr };
-    vm.setUserMemoryRegion({ ...base, memorySize: 0n, userspaceAddr: current });
-    vm.setUserMemoryRegion({ ...base, memorySize: size, userspaceAddr: addr });
-    current = addr;
-  }) as SlotMover;
-  f.how = 'stopgap: KVM_SET_USER_MEMORY_REGION (delete, re-add) on the guest VM fd found in /proc/self/fd; KvmX86Guest has no remapRegion hook yet';
-  return f;
 }
 
 // ---------------------------------------------------------------- 5. scale to 1Mi interrupts

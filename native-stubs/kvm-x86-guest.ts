@@ -192,7 +192,7 @@ export class KvmX86Guest {
   readonly #vcpu: KvmVcpu;
   readonly #code: UserMemory;
   readonly #slots: MemslotTable;
-  readonly #region: Memslot;
+  #region: Memslot;
   readonly #mailbox = Buffer.alloc(8);
   #resetNeeded = false;
   #closed = false;
@@ -307,6 +307,19 @@ export class KvmX86Guest {
   /** How many KVM_SET_USER_MEMORY_REGION calls were made for the region's slot (1: registered once). */
   get memslotUpdates(): number {
     return this.#slots.updates(this.#region.slot);
+  }
+
+  /**
+   * Approach 2 of seeds/004, for the benchmark's baseline: move the region's memslot to another
+   * host range of the same size — delete the slot (size 0), then add it again at the same guest
+   * address (the lowest free id: the same slot). Both calls count in `memslotUpdates`.
+   * @throws RemapError E_CLOSED after close(); E_KVM if the kernel refuses either call
+   */
+  remapRegion(userspaceAddr: bigint): void {
+    if (this.#closed) throw new RemapError('E_CLOSED', 'KvmX86Guest is closed');
+    const { guestPhysAddr, size } = this.#region;
+    this.#slots.remove(this.#region.slot);
+    this.#region = this.#slots.add({ guestPhysAddr, size, userspaceAddr });
   }
 
   /**
