@@ -173,7 +173,7 @@ export class EsbController {
     this.#mergeable = device.mergeable;
     this.#deviceName = device.name;
     this.#ipi = ipi;
-    this.#budget = new VmaBudget(native, vmaLimit);
+    this.#budget = new VmaBudget(native, vmaLimit, memslot.userspaceAddr, memslot.userspaceAddr + memslot.size);
   }
 
   /**
@@ -213,10 +213,22 @@ export class EsbController {
       ipi.close();
       throw new RemapError('E_MAP', `${op}: mapping the IPI ESB pages of ${device.nrIrqs} interrupts (0x${size.toString(16)} bytes) failed`, { cause: e });
     }
-    native.claim(addr, size);
-    const esb = new EsbController(device, ipi, { userspaceAddr: addr, size }, mode, native, options.vmaLimit ?? systemMaxMapCount() ?? 65530);
-    esb.#stats.syscalls++;
-    return esb;
+    try {
+      native.claim(addr, size);
+      // The budget reads /proc/self/maps once here, so that no change has to.
+      const esb = new EsbController(device, ipi, { userspaceAddr: addr, size }, mode, native, options.vmaLimit ?? systemMaxMapCount() ?? 65530);
+      esb.#stats.syscalls++;
+      return esb;
+    } catch (e) {
+      native.release(addr, size);
+      try {
+        native.munmap(addr, size);
+      } catch {
+        /* best effort: the error that matters is the one thrown below */
+      }
+      ipi.close();
+      throw e instanceof RemapError ? e : new RemapError('E_MAP', `${op}: counting the process's VMAs failed`, { cause: e });
+    }
   }
 
   /** Whether `close()` has been called. */
@@ -479,8 +491,12 @@ export class EsbController {
       const irq = Math.max(first, busy.first);
       throw new RemapError('E_ALREADY_ATTACHED', `${op}: interrupt ${irq} is already backed by ${busy.source.nameOf(irq - busy.first)}; detach it first`);
     }
-    // A change splits at most one VMA into three: check the budget before anything is built.
-    if (this.mode === 'overlay') this.#budget.ensure(2, op);
+    // An attach splits its IPI gap: one more VMA for each side of the gap it leaves. Check the
+    // budget before anything is built or announced.
+    if (this.mode === 'overlay') {
+      const [g0, g1] = gapAround(this.#runs, first, last, this.nrIrqs);
+      this.#budget.ensure(op, tableVmas(this.#runs, this.nrIrqs), Number(first > g0) + Number(last < g1));
+    }
     // Notifiers hear `unmap` before anything is built or mapped: a veto or a surviving pin throws here with nothing to undo.
     const note = this.#hub?.attaching(op, first, count, source) ?? null;
     const run: Run = { first, count, source: source.slice(0, count, this.geometry.bytesPerIrq) };
@@ -501,7 +517,11 @@ export class EsbController {
   #detach(op: string, first: number, last: number): number {
     const hit = overlapping(this.#runs, first, last);
     if (hit.length === 0) return 0;
-    if (this.mode === 'overlay') this.#budget.ensure(2, op);
+    // A detach adds at most one VMA per run it cuts in two (the piece on either side it keeps).
+    if (this.mode === 'overlay') {
+      const cut = Number((hit[0] as Run).first < first) + Number(end(hit[hit.length - 1] as Run) > last);
+      this.#budget.ensure(op, tableVmas(this.#runs, this.nrIrqs), cut);
+    }
     const note = this.#hub?.detaching(op, hit, first, last) ?? null;
     const bpi = this.geometry.bytesPerIrq;
     const kept: Run[] = [];

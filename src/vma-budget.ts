@@ -1,15 +1,15 @@
 /**
  * The process's VMA budget. The kernel refuses a mapping that would take a process past
  * `vm.max_map_count` VMAs with ENOMEM — the same errno as running out of memory, and only after
- * the fact. A change that splits VMAs (an attach into the middle of an IPI gap, a detach from the
- * middle of a run) adds at most two, so the controller asks `ensure(2)` first and gets a clear
- * `E_VMA_BUDGET` instead.
+ * the fact. A change adds at most two VMAs (an attach into the middle of an IPI gap, a detach from
+ * the middle of a run), so the controller asks `ensure` first and gets a clear `E_VMA_BUDGET`.
  *
  * Counting VMAs means reading /proc/self/maps, which the hot path must not do (invariant 4). So the
- * budget reads it once, then spends the headroom it found without looking again, and re-reads only
- * when the headroom left is within a safety margin: far from the limit that is once every tens of
- * thousands of changes; near it, every change pays for a precise count. Changes that remove VMAs
- * are not credited, so the estimate only errs towards reading again.
+ * budget splits the count in two: the region's own VMAs, which the controller knows from its run
+ * table at no cost, and everyone else's, read from /proc when the region is opened. A change only
+ * re-reads /proc when that estimate comes within a safety margin of the limit: far from it, never;
+ * near it, every change pays for a precise count. Detaches that merge VMAs are credited at once,
+ * since the region's count comes from the table.
  */
 import { readFileSync } from 'node:fs';
 import { RemapError } from './errors.js';
@@ -29,39 +29,43 @@ export function systemMaxMapCount(): number | undefined {
 
 /** Tracks how many more VMAs the process may create before the limit. */
 export class VmaBudget {
-  #headroom = -1; // unknown until the first read
-  /** How many times /proc/self/maps was read (for tests and stats). */
-  reads = 0;
+  /** VMAs of the process outside the region, at the last read of /proc/self/maps. */
+  #others = 0;
 
   constructor(
     private readonly native: NativeLayer,
     /** The most VMAs the process may have (vm.max_map_count unless the caller sets a lower one). */
     readonly limit: number,
-  ) {}
+    private readonly start: bigint,
+    private readonly end: bigint,
+  ) {
+    this.refresh();
+  }
 
-  /** Count the process's VMAs now and reset the headroom. */
+  /** Count the VMAs outside the region now. Returns the process's total. */
   refresh(): number {
-    this.reads++;
-    this.#headroom = this.limit - this.native.readMaps().length;
-    return this.#headroom;
+    const maps = this.native.readMaps();
+    this.#others = maps.filter((m) => m.end <= this.start || m.start >= this.end).length;
+    return maps.length;
   }
 
   /**
-   * Make sure `extra` more VMAs fit, and spend them from the headroom.
-   * @throws RemapError E_VMA_BUDGET if they do not (nothing has been changed)
+   * Make sure a change that adds up to `extra` VMAs to a region that has `own` now fits.
+   * @throws RemapError E_VMA_BUDGET if it does not (nothing has been changed)
    */
-  ensure(extra: number, op: string): void {
-    if (this.#headroom - extra < MARGIN && this.refresh() < extra) {
+  ensure(op: string, own: number, extra = 2): void {
+    if (this.limit - this.#others - own - extra >= MARGIN) return;
+    this.refresh();
+    if (this.#others + own + extra > this.limit) {
       throw new RemapError(
         'E_VMA_BUDGET',
-        `${op}: would need up to ${extra} more VMAs, but the process has ${this.limit - this.#headroom} of at most ${this.limit} (vm.max_map_count); detach something or raise the limit`,
+        `${op}: would need up to ${extra} more VMAs, but the process has ${this.#others + own} of at most ${this.limit} (vm.max_map_count); detach something or raise the limit`,
       );
     }
-    this.#headroom -= extra;
   }
 
   /** Whether the process is (nearly) out of VMAs now: used to name an ENOMEM from mmap. */
   exhausted(extra = 2): boolean {
-    return this.refresh() < extra;
+    return this.refresh() + extra > this.limit;
   }
 }

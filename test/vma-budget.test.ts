@@ -44,12 +44,25 @@ describe('VMA budget', () => {
     }
   });
 
+  it('credits a detach at once: the VMAs it gives back can be spent again', () => {
+    const esb = EsbController.open(dev, { vmaLimit: realNative.readMaps().length + 12 });
+    try {
+      const { attached, err } = attachUntilRefused(esb, pt, 100);
+      expect((err as RemapError).code).to.equal('E_VMA_BUDGET');
+      expect(esb.detach(2 + 4 * (attached - 1))).to.equal(true);
+      esb.attach(2 + 4 * (attached - 1), pt.pages(0));
+      expectBackingMatchesMemory(esb);
+    } finally {
+      esb.close();
+    }
+  });
+
   it('does not read /proc/self/maps on the hot path when far from the limit', () => {
     const esb = EsbController.open(dev);
     const reads = (): number => realNative.counts.readMaps ?? 0;
     try {
-      esb.attach(1, pt.pages(0)); // the first change reads once to learn the headroom
-      const before = reads();
+      const before = reads(); // open read /proc/self/maps once; no change needs to
+      esb.attach(1, pt.pages(0));
       for (let i = 0; i < 100; i++) {
         esb.attach(10 + 2 * i, pt.pages(i % 64));
         esb.detach(10 + 2 * i);
