@@ -494,8 +494,10 @@ export class EsbController {
     // An attach splits its IPI gap: one more VMA for each side of the gap it leaves. Check the
     // budget before anything is built or announced.
     if (this.mode === 'overlay') {
-      const [g0, g1] = gapAround(this.#runs, first, last, this.nrIrqs);
-      this.#budget.ensure(op, tableVmas(this.#runs, this.nrIrqs), Number(first > g0) + Number(last < g1));
+      this.#budget.ensure(op, this.#runs.length, () => {
+        const [g0, g1] = gapAround(this.#runs, first, last, this.nrIrqs);
+        return { own: tableVmas(this.#runs, this.nrIrqs), extra: Number(first > g0) + Number(last < g1) };
+      });
     }
     // Notifiers hear `unmap` before anything is built or mapped: a veto or a surviving pin throws here with nothing to undo.
     const note = this.#hub?.attaching(op, first, count, source) ?? null;
@@ -519,8 +521,10 @@ export class EsbController {
     if (hit.length === 0) return 0;
     // A detach adds at most one VMA per run it cuts in two (the piece on either side it keeps).
     if (this.mode === 'overlay') {
-      const cut = Number((hit[0] as Run).first < first) + Number(end(hit[hit.length - 1] as Run) > last);
-      this.#budget.ensure(op, tableVmas(this.#runs, this.nrIrqs), cut);
+      this.#budget.ensure(op, this.#runs.length, () => ({
+        own: tableVmas(this.#runs, this.nrIrqs),
+        extra: Number((hit[0] as Run).first < first) + Number(end(hit[hit.length - 1] as Run) > last),
+      }));
     }
     const note = this.#hub?.detaching(op, hit, first, last) ?? null;
     const bpi = this.geometry.bytesPerIrq;

@@ -50,12 +50,16 @@ export class VmaBudget {
   }
 
   /**
-   * Make sure a change that adds up to `extra` VMAs to a region that has `own` now fits.
-   * @throws RemapError E_VMA_BUDGET if it does not (nothing has been changed)
+   * Make sure a change to a region of `runs` passthrough runs fits. The fast path uses bounds only
+   * (the region has at most 2 × runs + 1 VMAs, invariant 5; a change adds at most 2): O(1), no
+   * system call. Near the limit it re-reads /proc and asks `exact()` for the region's VMAs now and
+   * the VMAs this change adds.
+   * @throws RemapError E_VMA_BUDGET if it does not fit (nothing has been changed)
    */
-  ensure(op: string, own: number, extra = 2): void {
-    if (this.limit - this.#others - own - extra >= MARGIN) return;
+  ensure(op: string, runs: number, exact: () => { own: number; extra: number }): void {
+    if (this.limit - this.#others - (2 * runs + 1) - 2 >= MARGIN) return;
     this.refresh();
+    const { own, extra } = exact();
     if (this.#others + own + extra > this.limit) {
       throw new RemapError(
         'E_VMA_BUDGET',
