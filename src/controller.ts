@@ -23,8 +23,8 @@
  * with `npm run bench -- --vmas` (never-merging fake, every page populated as a running guest
  * has them): a detach in a 1,024-interrupt gap costs 0.6 ms against 0.12 ms for the interrupt's
  * own pages, in a 16,384-interrupt gap 8-20 ms against 0.14 ms: the kernel zaps the gap's
- * populated PTEs (and KVM's), and the guest faults them back in. Real hosts keep passthrough
- * interrupts together in few gaps, so a detach is rare and this is the price of invariant 5.
+ * populated PTEs (and KVM's), and the guest faults them back in.
+ * Hot-unplug is rare next to the guest's interrupt traffic; this is the price of invariant 5.
  */
 import { auditRegion, devString, type Discrepancy, type ExpectedSegment, type FileId } from './audit.js';
 import { RemapError, errnoOf, errnoValue } from './errors.js';
