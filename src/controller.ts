@@ -123,6 +123,15 @@ function lowerBound(runs: readonly Run[], irq: number): number {
   return lo;
 }
 
+/** The first run overlapping [first, last), if any (no allocation: the attach path's check). */
+function firstOverlap(runs: readonly Run[], first: number, last: number): Run | undefined {
+  const i = lowerBound(runs, first);
+  const before = runs[i - 1];
+  if (before && end(before) > first) return before;
+  const at = runs[i];
+  return at && at.first < last ? at : undefined;
+}
+
 /** The runs overlapping [first, last), in order. */
 function overlapping(runs: readonly Run[], first: number, last: number): Run[] {
   let i = lowerBound(runs, first);
@@ -489,8 +498,11 @@ export class EsbController {
     if (source.geometry && !sameLayout(source.geometry, this.geometry)) {
       throw new RemapError('E_GEOMETRY', `${op}: the source ${source.nameOf(0)} has esbShift ${source.geometry.esbShift}, the region ${this.geometry.esbShift}`);
     }
-    checkFits(`${op}: source ${source.nameOf(0)}`, source.offset, count, source.limit, this.geometry);
-    const busy = overlapping(this.#runs, first, last)[0];
+    // (The message is only built when the check fails: attach is a hot path.)
+    if (source.offset + BigInt(count) * this.geometry.bytesPerIrq > source.limit) {
+      checkFits(`${op}: source ${source.nameOf(0)}`, source.offset, count, source.limit, this.geometry);
+    }
+    const busy = firstOverlap(this.#runs, first, last);
     if (busy) {
       const irq = Math.max(first, busy.first);
       throw new RemapError('E_ALREADY_ATTACHED', `${op}: interrupt ${irq} is already backed by ${busy.source.nameOf(irq - busy.first)}; detach it first`);
