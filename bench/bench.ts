@@ -218,8 +218,8 @@ interface CResult {
   median_ns: number;
 }
 
-function runOverlayC(bin: string, nrIrqs: number, bytesPerIrq: bigint, ptIrqs: number, cycles: number): CResult {
-  const r = spawnSync(bin, [String(nrIrqs), String(bytesPerIrq), String(ptIrqs), String(cycles)], { encoding: 'utf8' });
+function runOverlayC(bin: string, nrIrqs: number, bytesPerIrq: bigint, ptIrqs: number, cycles: number, extraVmas = 0): CResult {
+  const r = spawnSync(bin, [String(nrIrqs), String(bytesPerIrq), String(ptIrqs), String(cycles), String(extraVmas)], { encoding: 'utf8' });
   if (r.status !== 0) throw new Error(`${bin} failed: ${r.stderr || r.error?.message || `status ${r.status}`}`);
   return JSON.parse(r.stdout) as CResult;
 }
@@ -272,6 +272,39 @@ function rawBatch(rig: OverlayRig, cycles: number): number {
   return median(ns);
 }
 
+/**
+ * The controller's own cost per attach+detach pair: the same pairs on a native layer whose
+ * MAP_FIXED mmap returns at once (everything else real), mean ns over `cycles`.
+ */
+function controllerJsOnly(esbShift: number, nrIrqs: number, ptIrqs: number, cycles: number): number {
+  const fast: NativeLayer = Object.create(realNative, {
+    mmap: {
+      value: (addr: bigint, len: bigint, prot: number, flags: number, fd: number, off: bigint): bigint =>
+        flags & MAP_FIXED ? addr : realNative.mmap(addr, len, prot, flags, fd, off),
+    },
+  }) as NativeLayer;
+  const dev = FakeXiveDevice.create({ nrIrqs, esbShift, stamp: false });
+  const pt = FakePassthroughDevice.create({ nrIrqs: ptIrqs, id: 1, esbShift });
+  const esb = EsbController.open(dev, { native: fast });
+  try {
+    const sources = Array.from({ length: ptIrqs }, (_, i) => pt.pages(i));
+    const pair = (c: number): void => {
+      esb.attach(c % nrIrqs, sources[c % ptIrqs] as PageSource);
+      esb.detach(c % nrIrqs);
+    };
+    for (let c = 0; c < cycles; c++) pair(c); // JIT warm-up
+    const t0 = now();
+    for (let c = 0; c < cycles; c++) pair(c);
+    const ns = (now() - t0) / cycles;
+    for (const s of sources) s.close();
+    return ns;
+  } finally {
+    esb.close();
+    dev.close();
+    pt.close();
+  }
+}
+
 /** Median ns of `cycles` attach+detach pairs, each on freshly populated IPI pages (exactly what overlay.c does). */
 function overlayBatch(rig: OverlayRig, cycles: number): number {
   const { esb, pt } = rig;
@@ -315,8 +348,10 @@ function benchOverlayVsC(): void {
         overlayBatch(rig, cycles); // JIT warm-up
         rawBatch(rig, cycles);
       }
-      const kinds = ['controller', 'koffi', 'c'] as const;
-      const t: Record<(typeof kinds)[number], number[]> = { controller: [], koffi: [], c: [] };
+      const kinds = ['controller', 'koffi', 'c', 'cVmas'] as const;
+      const t: Record<(typeof kinds)[number], number[]> = { controller: [], koffi: [], c: [], cVmas: [] };
+      // Context, not the target: the C program with as many VMAs as this process has.
+      const processVmas = realNative.readMaps().length;
       const ratios: number[] = [];
       const ffi: number[] = [];
       for (let r = 0; r < rounds; r++) {
@@ -325,7 +360,11 @@ function benchOverlayVsC(): void {
         for (let k = 0; k < kinds.length; k++) {
           const kind = kinds[(r + k) % kinds.length] as (typeof kinds)[number];
           got[kind] =
-            kind === 'controller' ? overlayBatch(rig, cycles) : kind === 'koffi' ? rawBatch(rig, cycles) : runOverlayC(bin, nrIrqs, rig.esb.geometry.bytesPerIrq, ptIrqs, cycles).median_ns;
+            kind === 'controller'
+              ? overlayBatch(rig, cycles)
+              : kind === 'koffi'
+                ? rawBatch(rig, cycles)
+                : runOverlayC(bin, nrIrqs, rig.esb.geometry.bytesPerIrq, ptIrqs, cycles, kind === 'cVmas' ? processVmas : 0).median_ns;
         }
         for (const kind of kinds) t[kind].push(got[kind] as number);
         ratios.push((got.controller as number) / (got.c as number));
@@ -340,6 +379,8 @@ function benchOverlayVsC(): void {
         cUs: us(median(t.c)),
         ratio: round(ratio),
         koffiOnlyVsC: round(median(ffi)),
+        cWithProcessVmas: { vmas: processVmas, cUs: us(median(t.cVmas)), ratio: round(median(t.controller) / median(t.cVmas)) },
+        controllerJsUs: us(controllerJsOnly(shift, nrIrqs, ptIrqs, cycles * 10)),
         roundRatios: ratios.map((x) => round(x)),
       };
     } finally {

@@ -63,8 +63,8 @@ static int memfd(const char *name, size_t size)
 
 int main(int argc, char **argv)
 {
-	if (argc != 5) {
-		fprintf(stderr, "usage: %s NR_IRQS BYTES_PER_IRQ PT_IRQS CYCLES\n", argv[0]);
+	if (argc != 5 && argc != 6) {
+		fprintf(stderr, "usage: %s NR_IRQS BYTES_PER_IRQ PT_IRQS CYCLES [EXTRA_VMAS]\n", argv[0]);
 		return 2;
 	}
 	size_t nr_irqs = strtoull(argv[1], NULL, 0);
@@ -81,6 +81,19 @@ int main(int argc, char **argv)
 	if (region == MAP_FAILED)
 		die("mmap region");
 	touch(region, nr_irqs * bpi, page);
+
+	/* EXTRA_VMAS: give this process as many more VMAs as a bigger one (a Node VMM) has, one
+	 * read-only page every other page of a PROT_NONE reservation, to show what the kernel's own
+	 * cost of the same two calls owes to the size of the process. */
+	size_t extra = argc == 6 ? strtoull(argv[5], NULL, 0) / 2 : 0;
+	if (extra) {
+		uint8_t *r = mmap(NULL, 2 * extra * page, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+		if (r == MAP_FAILED)
+			die("mmap reservation");
+		for (size_t i = 0; i < extra; i++)
+			if (mmap(r + 2 * i * page, page, PROT_READ, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED, -1, 0) == MAP_FAILED)
+				die("mmap extra VMA");
+	}
 
 	uint64_t *ns = calloc(cycles, sizeof *ns);
 	if (!ns)

@@ -21,8 +21,8 @@
  * The bound must hold after every call, and a region with no runs must be one VMA, so any scheme
  * has to make that one big mapping at some point: compaction only defers the same cost. Measured
  * with `npm run bench -- --vmas` (never-merging fake, every page populated as a running guest
- * has them): a detach in a 1,024-interrupt gap costs 0.6 ms against 0.12 ms for the interrupt's
- * own pages, in a 16,384-interrupt gap 8-20 ms against 0.14 ms: the kernel zaps the gap's
+ * has them): a detach in a 1,024-interrupt gap costs 0.6-0.9 ms against 0.1 ms for the interrupt's
+ * own pages, in a 16,384-interrupt gap 6-20 ms against 0.14 ms: the kernel zaps the gap's
  * populated PTEs (and KVM's), and the guest faults them back in.
  * Hot-unplug is rare next to the guest's interrupt traffic; this is the price of invariant 5.
  */
