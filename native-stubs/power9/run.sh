@@ -13,14 +13,16 @@
 #
 # Environment: XIVE_POWER9_TIMEOUT (boot timeout, s; default 300), XIVE_POWER9_REFRESH=1 (rebuild
 # the base layer), XIVE_POWER9_VERBOSE=1 (stream the guest console to stderr),
-# XIVE_POWER9_KOFFI (npm spec installed for ppc64le; default koffi@3, see README).
+# XIVE_POWER9_KOFFI (npm spec installed for ppc64le; default: the koffi version package-lock.json
+# pins, so the guest runs the same koffi as the host's tests; see README).
 set -euo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 REPO=$(cd "$HERE/../.." && pwd)
 CACHE=${XDG_CACHE_HOME:-$HOME/.cache}/xive-remap-power9
 BOOT_TIMEOUT=${XIVE_POWER9_TIMEOUT:-300}
-KOFFI_SPEC=${XIVE_POWER9_KOFFI:-koffi@3}
+LOCKED_KOFFI=$(node -p 'require(process.argv[1]).packages["node_modules/koffi"].version' "$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)/package-lock.json" 2>/dev/null || true)
+KOFFI_SPEC=${XIVE_POWER9_KOFFI:-koffi@${LOCKED_KOFFI:-3}}
 # Bump when the way the base layer is built changes: forces a rebuild of base/.
 BASE_LAYER_VERSION=1
 DEB_MIRROR=http://deb.debian.org/debian
