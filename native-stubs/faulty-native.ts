@@ -13,8 +13,12 @@
  * - `fail`: the call has no effect and throws. `close` is the exception: Linux releases the
  *   descriptor even when close(2) reports an error, so the fd is closed first, then the error thrown.
  * - `hole`: for an mmap with MAP_FIXED, what some kernels do when a MAP_FIXED fails late: the old
- *   pages of the target range are already gone. The range is munmapped (through the inner layer),
- *   then the error thrown. The range must lie inside a range claimed through this layer.
+ *   pages of the target range are already gone. The range is replaced by an inaccessible anonymous
+ *   reservation (PROT_NONE, through the inner layer), then the error thrown: to the region it is a
+ *   hole (no ESB pages; a load faults), but the address range stays taken. A real munmap would let
+ *   any thread of the test process (V8's compiler and GC threads allocate all the time) map
+ *   something there before the restore, which the restore's MAP_FIXED would then destroy, crashing
+ *   the run. The range must lie inside a range claimed through this layer.
  * - `skip`: the call reports success without reaching the kernel (mmap returns the address it was
  *   asked for): a lying kernel, for testing that the tests notice a stale overlay.
  *
@@ -24,8 +28,11 @@
  */
 import { NativeError, errnoName, errnoValue } from '../src/errors.js';
 import {
+  MAP_ANONYMOUS,
   MAP_FIXED,
+  MAP_PRIVATE,
   OwnedRanges,
+  PROT_NONE,
   realNative,
   type FileStat,
   type MapsEntry,
@@ -225,7 +232,7 @@ export class FaultyNative implements NativeLayer {
     if (fixed) this.#owned.check(addr, length);
     const fault = this.#enter('mmap', `addr ${hex(addr)} length ${hex(length)} fd ${fd} offset ${hex(offset)}`, fixed);
     if (fault?.spec.mode === 'skip') return addr;
-    if (fault?.spec.mode === 'hole' && fixed) this.inner.munmap(addr, length);
+    if (fault?.spec.mode === 'hole' && fixed) this.inner.mmap(addr, length, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED, -1, 0n);
     if (fault) throw fault.error;
     return this.inner.mmap(addr, length, prot, flags, fd, offset);
   }

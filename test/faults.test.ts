@@ -336,7 +336,7 @@ describe('FaultyNative', () => {
     }
   });
 
-  it('in hole mode unmaps the target range before failing, as a kernel that fails MAP_FIXED late does', () => {
+  it('in hole mode takes the old pages of the target range away before failing, as a kernel that fails MAP_FIXED late does', () => {
     const f = new FaultyNative();
     const dev = FakeXiveDevice.create({ nrIrqs: 8, native: f });
     const esb = EsbController.open(dev, { native: f });

@@ -323,7 +323,7 @@ export class ModelFailure extends Error {
   }
 }
 
-/** The parts of the region no VMA covers, in interrupts [first, end) (rounded outwards), from /proc/self/maps. */
+/** The parts of the region no ESB mapping covers (nothing, or an anonymous reservation), in interrupts [first, end) (rounded outwards), from /proc/self/maps. */
 export function regionHoles(esb: EsbController, maps: readonly MapsEntry[] = realNative.readMaps()): [number, number][] {
   const { userspaceAddr: base, size } = esb.memslot;
   const bpi = esb.geometry.bytesPerIrq;
@@ -332,7 +332,8 @@ export function regionHoles(esb: EsbController, maps: readonly MapsEntry[] = rea
   const add = (s: bigint, e: bigint): void => {
     holes.push([Number((s - base) / bpi), Number((e - base + bpi - 1n) / bpi)]);
   };
-  for (const m of [...mapsIn(maps, base, base + size)].sort((x, y) => (x.start < y.start ? -1 : 1))) {
+  // Anonymous VMAs in the region are FaultyNative's reserved holes (no ESB pages): holes too.
+  for (const m of [...mapsIn(maps, base, base + size)].filter((x) => x.inode !== 0n).sort((x, y) => (x.start < y.start ? -1 : 1))) {
     if (m.start > pos) add(pos, m.start);
     if (m.end > pos) pos = m.end;
   }
