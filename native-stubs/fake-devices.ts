@@ -151,18 +151,25 @@ export class FakeXiveDevice implements EsbDevice {
     return !this.#unmergeable;
   }
 
-  /** The memfd (owned by the device). */
+  /** The memfd (owned by the device). @throws RemapError E_CLOSED after close() (the number may name another file by then) */
   get fd(): number {
+    this.#live('FakeXiveDevice.fd');
     return this.#file.handle.fd;
   }
 
-  /** Write interrupt `irq`'s stamps (for devices made with `stamp: false`). @throws RemapError E_IRQ_RANGE; E_SOURCE if pwrite fails */
+  #live(op: string): void {
+    if (this.#file.handle.closed) throw new RemapError('E_CLOSED', `${op}: the fake XIVE device is closed`);
+  }
+
+  /** Write interrupt `irq`'s stamps (for devices made with `stamp: false`). @throws RemapError E_IRQ_RANGE; E_SOURCE if pwrite fails; E_CLOSED */
   stampIrq(irq: number): void {
+    this.#live('FakeXiveDevice.stampIrq');
     this.#file.stamp(checkIrq('FakeXiveDevice.stampIrq', irq, this.nrIrqs), 'ipi');
   }
 
-  /** @inheritdoc */
+  /** @inheritdoc @throws RemapError E_CLOSED after close() */
   openIpiPages(): IpiPages {
+    this.#live('FakeXiveDevice.openIpiPages');
     const native = this.#file.native;
     const own = new SharedFd(native, native.dupCloexec(this.fd));
     const bpi = this.geometry.bytesPerIrq;
@@ -233,8 +240,9 @@ export class FakePassthroughDevice {
     return this.#file.geometry;
   }
 
-  /** The memfd (owned by the device). */
+  /** The memfd (owned by the device). @throws RemapError E_CLOSED after close() (the number may name another file by then) */
   get fd(): number {
+    if (this.#closed) throw new RemapError('E_CLOSED', `pt${this.id}.fd: the device is closed`);
     return this.#file.handle.fd;
   }
 

@@ -198,6 +198,12 @@ export class EsbController {
     const native = options.native ?? realNative;
     const asked = options.mode ?? 'auto';
     const op = `EsbController.open(${device?.name ?? show(device)})`;
+    if (typeof device !== 'object' || device === null || typeof device.openIpiPages !== 'function' || !device.geometry) {
+      throw new RemapError('E_DEVICE_UNAVAILABLE', `${op}: not an EsbDevice (a XiveKvmDevice, a FakeXiveDevice or another implementation of the interface)`);
+    }
+    if (options.vmaLimit !== undefined && !(Number.isInteger(options.vmaLimit) && options.vmaLimit > 0)) {
+      throw new RemapError('E_VMA_BUDGET', `${op}: vmaLimit ${show(options.vmaLimit)} is not a positive integer`);
+    }
     if (!['overlay', 'kernel-managed', 'auto'].includes(asked)) {
       throw new RemapError('E_DEVICE_CONTRACT', `${op}: mode ${show(asked)} is not overlay, kernel-managed or auto`);
     }
@@ -330,7 +336,9 @@ export class EsbController {
   }
 
   /**
-   * What backs interrupt `irq` now (from the table: no system call).
+   * What backs interrupt `irq` now (from the table: no system call). In overlay mode that is what
+   * is mapped (invariant 3; `audit()` checks it). In kernel-managed mode it is what the VMM
+   * declared with attach/detach: the kernel swaps the pages itself and the library maps nothing.
    * @throws RemapError E_IRQ_RANGE, E_CLOSED, or E_DEGRADED for an interrupt a failed restore broke
    */
   backingOf(irq: number): Backing {
@@ -416,11 +424,21 @@ export class EsbController {
   /**
    * Compare the table with the kernel's view: /proc/self/maps (VMA boundaries, backing file and
    * offset of every run, holes, the VMA bound) and fstat of each backing. Returns the
-   * discrepancies, empty when all is well. Not for the hot path: it reads /proc.
-   * @throws RemapError E_CLOSED
+   * discrepancies, empty when all is well. Not for the hot path: it reads /proc. In kernel-managed
+   * mode it checks that the region is still one mapping of the device's ESB pages, as opened.
+   * @throws RemapError E_CLOSED; E_MAP if fstat or /proc/self/maps cannot be read
    */
   audit(): Discrepancy[] {
     this.#checkOpen('audit()');
+    try {
+      return this.#audit();
+    } catch (e) {
+      if (e instanceof RemapError) throw e;
+      throw new RemapError('E_MAP', `audit(): reading the kernel's view of the region (fstat, /proc/self/maps) failed`, { cause: e });
+    }
+  }
+
+  #audit(): Discrepancy[] {
     const ipi = this.#ipi as IpiPages;
     const fileOf = (fd: number): FileId => {
       const st = this.#native.fstat(fd);

@@ -52,7 +52,11 @@ export class SharedFd {
 
 /** Options of `PageSource.fromFd`. */
 export interface FromFdOptions {
-  /** Bytes of the fd that may be mapped, for fds whose fstat size is 0 (VFIO and KVM device fds). */
+  /**
+   * Bytes of the fd that may be mapped, for fds whose fstat size is 0 (VFIO and KVM device fds:
+   * e.g. the region size VFIO_DEVICE_GET_REGION_INFO reports). Where fstat knows the size it may
+   * only narrow it.
+   */
   length?: bigint;
   /** The source's ESB layout when it is known; attach refuses a region with another layout. */
   geometry?: EsbGeometry;
@@ -126,7 +130,15 @@ export class PageSource {
       if (mode !== O_RDWR) {
         throw new RemapError('E_SOURCE', `${op}: opened ${mode === 0 ? 'read-only' : 'write-only'}; ESB pages need a read-write shared mapping`);
       }
-      const limit = options.length ?? st.size;
+      const { length } = options;
+      if (length !== undefined && (typeof length !== 'bigint' || length <= 0n)) {
+        throw new RemapError('E_SOURCE', `${op}: length ${show(length)} is not a positive bigint`);
+      }
+      // A length may only narrow what fstat says: mapping past a regular file's end would SIGBUS.
+      if (length !== undefined && st.size > 0n && length > st.size) {
+        throw new RemapError('E_SOURCE', `${op}: length 0x${length.toString(16)} is larger than the file (0x${st.size.toString(16)} bytes); a load past its end would SIGBUS`);
+      }
+      const limit = length ?? st.size;
       if (limit <= off) {
         throw new RemapError(
           'E_SOURCE',

@@ -18,10 +18,11 @@ import type { NativeLayer } from './native/types.js';
 /** Headroom below which the budget re-reads /proc/self/maps rather than trusting its estimate. */
 const MARGIN = 64;
 
-/** The system's vm.max_map_count (65530 by default), or undefined where /proc/sys cannot be read. */
+/** The system's vm.max_map_count (65530 by default), or undefined where /proc/sys cannot be read or makes no sense. */
 export function systemMaxMapCount(): number | undefined {
   try {
-    return Number(readFileSync('/proc/sys/vm/max_map_count', 'latin1').trim());
+    const n = Number(readFileSync('/proc/sys/vm/max_map_count', 'latin1').trim());
+    return Number.isInteger(n) && n > 0 ? n : undefined;
   } catch {
     return undefined;
   }
@@ -42,9 +43,14 @@ export class VmaBudget {
     this.refresh();
   }
 
-  /** Count the VMAs outside the region now. Returns the process's total. */
+  /** Count the VMAs outside the region now. Returns the process's total. @throws RemapError E_VMA_BUDGET if /proc/self/maps cannot be read */
   refresh(): number {
-    const maps = this.native.readMaps();
+    let maps;
+    try {
+      maps = this.native.readMaps();
+    } catch (e) {
+      throw new RemapError('E_VMA_BUDGET', `counting the process's VMAs: reading /proc/self/maps failed`, { cause: e });
+    }
     this.#others = maps.filter((m) => m.end <= this.start || m.start >= this.end).length;
     return maps.length;
   }
@@ -68,8 +74,12 @@ export class VmaBudget {
     }
   }
 
-  /** Whether the process is (nearly) out of VMAs now: used to name an ENOMEM from mmap. */
+  /** Whether the process is (nearly) out of VMAs now: used to name an ENOMEM from mmap (false if it cannot tell). */
   exhausted(extra = 2): boolean {
-    return this.refresh() + extra > this.limit;
+    try {
+      return this.refresh() + extra > this.limit;
+    } catch {
+      return false;
+    }
   }
 }

@@ -2,7 +2,8 @@ import { expect } from 'chai';
 import { execFileSync } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { EsbController } from 'xive-remap';
-import { FakePassthroughDevice, FakeXiveDevice } from 'xive-remap/native-stubs';
+import { FakePassthroughDevice, FakeXiveDevice, FaultyNative } from 'xive-remap/native-stubs';
+import { RemapError, NativeError } from 'xive-remap';
 import { MAP_FIXED, MAP_SHARED, PROT_READ, PROT_WRITE, realNative } from '../src/internal.js';
 
 const cli = fileURLToPath(new URL('../src/cli/main.js', import.meta.url));
@@ -61,6 +62,30 @@ for (const unmergeable of [false, true]) {
     });
   });
 }
+
+describe('esb.audit() when the kernel cannot be asked', () => {
+  it('throws E_MAP with the errno error as cause, not a bare NativeError', () => {
+    const f = new FaultyNative();
+    const dev = FakeXiveDevice.create({ nrIrqs: 8, native: f });
+    const esb = EsbController.open(dev, { native: f });
+    try {
+      f.inject({ call: 'fstat', errno: 'EMFILE' });
+      let err: unknown;
+      try {
+        esb.audit();
+      } catch (e) {
+        err = e;
+      }
+      expect(err).to.be.instanceOf(RemapError);
+      expect((err as RemapError).code).to.equal('E_MAP');
+      expect((err as RemapError).cause).to.be.instanceOf(NativeError).with.property('code', 'EMFILE');
+      expect(esb.audit()).to.deep.equal([]);
+    } finally {
+      esb.close();
+      dev.close();
+    }
+  });
+});
 
 describe('xive-remap inspect --pid', () => {
   it('renders the ESB region of a running process from its /proc/PID/maps', () => {

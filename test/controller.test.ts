@@ -181,6 +181,32 @@ for (const unmergeable of [false, true]) {
   });
 }
 
+describe('devices that are not there', () => {
+  it('refuses to open a region on something that is not a device, or with a nonsense VMA limit', () => {
+    expect(expectRemapError(() => EsbController.open(undefined as unknown as FakeXiveDevice), 'E_DEVICE_UNAVAILABLE').message).to.match(/not an EsbDevice/);
+    const dev = FakeXiveDevice.create({ nrIrqs: 4 });
+    try {
+      for (const vmaLimit of [NaN, 0, -5, 1.5]) expectRemapError(() => EsbController.open(dev, { vmaLimit }), 'E_VMA_BUDGET');
+    } finally {
+      dev.close();
+    }
+  });
+
+  it('refuses a closed fake device instead of using its fd number, which may name another file by then', () => {
+    const dev = FakeXiveDevice.create({ nrIrqs: 4 });
+    dev.close();
+    const other = FakePassthroughDevice.create({ nrIrqs: 4, id: 9 });
+    try {
+      expectRemapError(() => EsbController.open(dev), 'E_CLOSED');
+      expectRemapError(() => dev.fd, 'E_CLOSED');
+      other.close();
+      expectRemapError(() => other.fd, 'E_CLOSED');
+    } finally {
+      other.close();
+    }
+  });
+});
+
 describe('the never-merging fake really never merges', () => {
   it('restoring only one interrupt\'s own pages would leave three VMAs (why detach remaps the gap there)', () => {
     const dev = FakeXiveDevice.create({ nrIrqs: 16, unmergeable: true, esbShift: 12 });
@@ -246,6 +272,18 @@ describe('PageSource.fromFd', () => {
       }
     });
   }
+
+  it('refuses a { length } larger than the file: a load past its end would SIGBUS the guest', () => {
+    const bpi = esb.geometry.bytesPerIrq;
+    expect(expectRemapError(() => PageSource.fromFd(pt.fd, 0n, 2, { length: 64n * bpi }), 'E_SOURCE').message).to.match(/larger than the file/);
+    expect(expectRemapError(() => PageSource.fromFd(pt.fd, 0n, 1, { length: -1n }), 'E_SOURCE').message).to.match(/not a positive bigint/);
+    const narrowed = PageSource.fromFd(pt.fd, 0n, 2, { length: bpi });
+    try {
+      expect(expectRemapError(() => esb.attachRange(30, 2, narrowed), 'E_SOURCE').message).to.match(/past the source/);
+    } finally {
+      narrowed.close();
+    }
+  });
 
   it('asks for a length when fstat cannot tell the size (anonymous inodes such as VFIO fds)', () => {
     const fd = realNative.open('/dev/null', 2);

@@ -16,6 +16,7 @@ import type { DeviceContract } from '../device.js';
 import { XiveKvmDevice } from '../devices/xive-kvm.js';
 import { KVM_CAP, KvmSystem } from '../kvm/index.js';
 import { realNative, type NativeLayer } from '../native/index.js';
+import { systemMaxMapCount } from '../vma-budget.js';
 
 /** What `probeHost` found. Numbers are the kernel's answers; null where the question could not be asked. */
 export interface ProbeReport {
@@ -102,14 +103,6 @@ function readCpuinfo(): string {
   }
 }
 
-function readMaxMapCount(): number | null {
-  try {
-    const n = Number(readFileSync('/proc/sys/vm/max_map_count', 'latin1').trim());
-    return Number.isInteger(n) ? n : null;
-  } catch {
-    return null;
-  }
-}
 
 /** Gather the readings. Never throws for what the host lacks: that is part of the report. */
 export function probeHost(options: ProbeOptions = {}): ProbeReport {
@@ -175,7 +168,7 @@ export function probeHost(options: ProbeOptions = {}): ProbeReport {
     kvm,
     caps,
     xive,
-    maxMapCount: readMaxMapCount(),
+    maxMapCount: systemMaxMapCount() ?? null,
     verdict,
   };
 }
