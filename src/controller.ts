@@ -19,11 +19,11 @@
  * VM_IO|VM_PFNMAP), a detach remaps the whole IPI gap around the interrupt in its one mmap, so the
  * gap stays one VMA. Why not compact instead (restore the interrupt's own pages, merge later)?
  * The bound must hold after every call, and a region with no runs must be one VMA, so any scheme
- * has to make that one big mapping at some point: compaction only defers the same cost. Measured
- * with `npm run bench -- --vmas` (never-merging fake, every page populated as a running guest
- * has them): a detach in a 1,024-interrupt gap costs 0.6-0.9 ms against 0.1 ms for the interrupt's
- * own pages, in a 16,384-interrupt gap 6-20 ms against 0.14 ms: the kernel zaps the gap's
- * populated PTEs (and KVM's), and the guest faults them back in.
+ * has to make that one big mapping at some point: compaction only defers the same cost. What it
+ * costs is measured by `npm run bench -- --vmas` (figures in the README, Performance): with every
+ * page populated as a running guest has them, the kernel zaps the gap's PTEs (and KVM its own) and
+ * the guest faults them back in, so a detach costs in proportion to the gap: ~6× an own-pages
+ * restore for a 1,024-interrupt gap, ~60× for a 16,384-interrupt one on the machine measured.
  * Hot-unplug is rare next to the guest's interrupt traffic; this is the price of invariant 5.
  */
 import { auditRegion, devString, type Discrepancy, type ExpectedSegment, type FileId } from './audit.js';
