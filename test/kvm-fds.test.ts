@@ -4,6 +4,7 @@ import { expect } from 'chai';
 import { NativeError, RemapError, errnoOf, errnoValue } from '../src/errors.js';
 import { KVM_API_VERSION, KVM_CAP, KVM_DEV_TYPE, KvmSystem, kvmIoctls } from '../src/kvm/index.js';
 import { realNative, type NativeLayer } from '../src/native/index.js';
+import { kvmUnusable } from './kvm-fixtures.js';
 
 interface Call {
   fd: number;
@@ -102,14 +103,6 @@ describe('KVM fd wrappers on a canned native layer', () => {
   });
 });
 
-function kvmUnusable(): string | null {
-  try {
-    KvmSystem.open().close();
-    return null;
-  } catch (e) {
-    return e instanceof Error ? e.message : String(e);
-  }
-}
 
 const unusable = kvmUnusable();
 

@@ -13,6 +13,17 @@ import {
   realNative,
   type NativeLayer,
 } from '../src/native/index.js';
+import { KvmSystem } from '../src/kvm/index.js';
+
+/** Null when /dev/kvm can be opened here (any architecture), else why not: the reason a test skips with. */
+export function kvmUnusable(): string | null {
+  try {
+    KvmSystem.open().close();
+    return null;
+  } catch (e) {
+    return e instanceof Error ? e.message : String(e);
+  }
+}
 
 /** A memfd of `pages` host pages, page p starting with the u32 `stamp(p)` (little-endian). */
 export function stampedMemfd(name: string, pages: number, stamp: (page: number) => number, native: NativeLayer = realNative): number {

@@ -4,6 +4,7 @@ import { expect } from 'chai';
 import { RemapError, errnoOf, errnoValue } from '../src/errors.js';
 import { KVM_CAP, KvmSystem, MemslotTable, SlotIdAllocator, UserMemory, type KvmVm } from '../src/kvm/index.js';
 import { realNative } from '../src/native/index.js';
+import { kvmUnusable } from './kvm-fixtures.js';
 
 describe('SlotIdAllocator', () => {
   it('hands out ids from 0 upwards', () => {
@@ -41,14 +42,6 @@ describe('SlotIdAllocator', () => {
   });
 });
 
-function kvmUnusable(): string | null {
-  try {
-    KvmSystem.open().close();
-    return null;
-  } catch (e) {
-    return e instanceof Error ? e.message : String(e);
-  }
-}
 
 const unusable = kvmUnusable();
 
