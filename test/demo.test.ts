@@ -11,7 +11,7 @@ describe('xive-remap demo (npm start)', () => {
     expect(text).to.match(/all checks passed\n$/);
     const r = JSON.parse(execFileSync(process.execPath, [cli, 'demo', '--json'], { encoding: 'utf8' })) as {
       ok: boolean;
-      steps: { action: string; map: string[]; vmas: number; vmaBound: number; wrongStamps: string[]; memslotUnchanged: boolean }[];
+      steps: { action: string; map: string[]; vmas: number; vmaBound: number; wrongStamps: string[]; memslotUnchanged: boolean; audit: string[] }[];
     };
     expect(r.ok).to.equal(true);
     expect(r.steps).to.have.length(5);
@@ -20,6 +20,7 @@ describe('xive-remap demo (npm start)', () => {
     for (const s of r.steps) {
       expect(s.wrongStamps).to.deep.equal([]);
       expect(s.memslotUnchanged).to.equal(true);
+      expect(s.audit).to.deep.equal([]);
       expect(s.vmas).to.be.at.most(s.vmaBound);
     }
   });

@@ -3,7 +3,8 @@
  * memory. A fake XIVE device of 4096 interrupts backs the region; device pt1 is hot-plugged as an
  * MSI block and two single interrupts, pt2 as one interrupt and a small block, then pt1 is
  * unplugged. After each step the demo reads every interrupt's stamps back through the region,
- * counts the region's VMAs in /proc/self/maps and compares the memslot with the one from open.
+ * counts the region's VMAs in /proc/self/maps, compares the memslot with the one from open, and
+ * has `esb.audit()` check every VMA's file and offset against the table (no hole, nothing moved).
  */
 import { EsbController } from '../index.js';
 import { mapsIn, realNative } from '../internal.js';
@@ -25,6 +26,8 @@ export interface DemoStep {
   readonly wrongStamps: string[];
   /** Whether the memslot address and size are those of open. */
   readonly memslotUnchanged: boolean;
+  /** What `esb.audit()` found wrong in /proc/self/maps (holes, wrong file or offset): empty when all is well. */
+  readonly audit: string[];
   /** What an optional observer (the KVM guest) saw, if any. */
   readonly guest?: string;
 }
@@ -94,6 +97,7 @@ export function runDemo(observer?: DemoObserver): DemoResult {
         vmaBound: 2 * runs.length + 1,
         wrongStamps,
         memslotUnchanged: userspaceAddr === slot.userspaceAddr && size === slot.size,
+        audit: esb.audit().map((d) => `${d.kind} ${d.first}-${d.last}: ${d.found}`),
         ...(guest === undefined ? {} : { guest }),
       });
     };
@@ -112,7 +116,7 @@ export function runDemo(observer?: DemoObserver): DemoResult {
       esb.detach(200);
       esb.detach(201);
     });
-    const ok = steps.every((s) => s.wrongStamps.length === 0 && s.memslotUnchanged && s.vmas <= s.vmaBound && !s.guest?.startsWith('FAILED'));
+    const ok = steps.every((s) => s.wrongStamps.length === 0 && s.memslotUnchanged && s.audit.length === 0 && s.vmas <= s.vmaBound && !s.guest?.startsWith('FAILED'));
     return {
       region: { nrIrqs: esb.nrIrqs, esbShift: esb.geometry.esbShift, userspaceAddr: `0x${slot.userspaceAddr.toString(16)}`, size: `0x${slot.size.toString(16)}` },
       steps,
@@ -139,6 +143,7 @@ export function renderDemo(r: DemoResult): string {
       s.wrongStamps.length === 0 ? `stamps ok (${r.region.nrIrqs} irqs read)` : `STAMPS WRONG: ${s.wrongStamps.slice(0, 3).join('; ')}`,
       `VMAs ${s.vmas} ≤ ${s.vmaBound}${s.vmas <= s.vmaBound ? '' : ' EXCEEDED'}`,
       s.memslotUnchanged ? 'memslot unchanged' : 'MEMSLOT MOVED',
+      s.audit.length === 0 ? '/proc/self/maps agrees' : `MAPS DISAGREE: ${s.audit.slice(0, 2).join('; ')}`,
     ];
     lines.push(`${i + 1}. ${s.action}`);
     lines.push(`   passthrough: ${s.map.length ? s.map.join(', ') : '(none: all IPI)'}`);
