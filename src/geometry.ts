@@ -69,13 +69,6 @@ export function esbSpan(g: EsbGeometry, count: number): bigint {
   return BigInt(count) * g.bytesPerIrq;
 }
 
-/** @throws RemapError E_GEOMETRY if a file offset is not a multiple of the host page size (mmap would refuse it) */
-export function checkAligned(g: EsbGeometry, offset: bigint, what: string): void {
-  if (offset < 0n || offset % g.hostPageSize !== 0n) {
-    throw new RemapError('E_GEOMETRY', `${what}: offset 0x${offset.toString(16)} is not aligned to the ${g.hostPageSize}-byte host page`);
-  }
-}
-
 /** Whether two geometries lay interrupts out the same way (same pages per interrupt, same page size). */
 export function sameLayout(a: EsbGeometry, b: EsbGeometry): boolean {
   return a.esbShift === b.esbShift;
