@@ -14,7 +14,8 @@
 # Environment: XIVE_POWER9_TIMEOUT (boot timeout, s; default 300), XIVE_POWER9_REFRESH=1 (rebuild
 # the base layer), XIVE_POWER9_VERBOSE=1 (stream the guest console to stderr),
 # XIVE_POWER9_KOFFI (npm spec installed for ppc64le; default: the koffi version package-lock.json
-# pins, so the guest runs the same koffi as the host's tests; see README).
+# pins, so the guest runs the same koffi as the host's tests; see README), XIVE_POWER9_CHECKS (a
+# .mjs file run in the guest instead of guest-checks.mjs, for developing checks).
 set -euo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -242,7 +243,10 @@ if [ -d "$REPO/dist" ]; then
 else
   say "note: $REPO/dist does not exist (run 'npm run build'); the guest gets no compiled library"
 fi
-cp "$HERE/guest-checks.mjs" "$S/opt/checks/guest-checks.mjs"
+CHECKS=${XIVE_POWER9_CHECKS:-$HERE/guest-checks.mjs}
+[ -f "$CHECKS" ] || die "checks script $CHECKS not found"
+cp "$CHECKS" "$S/opt/checks/guest-checks.mjs"
+[ "$CHECKS" = "$HERE/guest-checks.mjs" ] || say "running $CHECKS in the guest instead of guest-checks.mjs"
 KREL=$(manifest kernel_release)
 cat > "$S/init" <<EOF
 #!/bin/sh
