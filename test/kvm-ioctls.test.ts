@@ -52,6 +52,8 @@ const KNOWN: Record<KvmArch, Partial<Record<KvmIoctlName, number>>> = {
     KVM_GET_SREGS: 0x8138ae83,
     KVM_SET_SREGS: 0x4138ae84,
     KVM_SET_CPUID2: 0x4008ae90,
+    KVM_GET_ONE_REG: 0x4010aeab,
+    KVM_SET_ONE_REG: 0x4010aeac,
     KVM_GET_STATS_FD: 0xaece,
   },
   ppc64: {
@@ -69,6 +71,9 @@ const KNOWN: Record<KvmArch, Partial<Record<KvmIoctlName, number>>> = {
     KVM_RUN: 0x2000ae80,
     KVM_GET_REGS: 0x4188ae81,
     KVM_SET_REGS: 0x8188ae82,
+    KVM_GET_ONE_REG: 0x8010aeab,
+    KVM_SET_ONE_REG: 0x8010aeac,
+    KVM_PPC_CONFIGURE_V3_MMU: 0x8010aeaf,
     KVM_GET_STATS_FD: 0x2000aece,
   },
   arm64: {
@@ -78,14 +83,16 @@ const KNOWN: Record<KvmArch, Partial<Record<KvmIoctlName, number>>> = {
     KVM_CREATE_DEVICE: 0xc00caee0,
     KVM_SET_DEVICE_ATTR: 0x4018aee1,
     KVM_RUN: 0xae80,
+    KVM_GET_ONE_REG: 0x4010aeab,
+    KVM_SET_ONE_REG: 0x4010aeac,
   },
 };
 
 /** Ioctls whose argument struct does not exist (or is not encoded here) on an architecture. */
 const ABSENT: Record<KvmArch, KvmIoctlName[]> = {
-  x64: [],
+  x64: ['KVM_PPC_CONFIGURE_V3_MMU'],
   ppc64: ['KVM_GET_SREGS', 'KVM_SET_SREGS', 'KVM_SET_CPUID2', 'KVM_GET_SUPPORTED_CPUID', 'KVM_SET_TSS_ADDR'],
-  arm64: ['KVM_GET_REGS', 'KVM_SET_REGS', 'KVM_GET_SREGS', 'KVM_SET_SREGS', 'KVM_SET_CPUID2', 'KVM_GET_SUPPORTED_CPUID', 'KVM_SET_TSS_ADDR'],
+  arm64: ['KVM_GET_REGS', 'KVM_SET_REGS', 'KVM_GET_SREGS', 'KVM_SET_SREGS', 'KVM_SET_CPUID2', 'KVM_GET_SUPPORTED_CPUID', 'KVM_SET_TSS_ADDR', 'KVM_PPC_CONFIGURE_V3_MMU'],
 };
 
 describe('KVM ioctl numbers', () => {
@@ -144,6 +151,7 @@ describe('KVM ioctl numbers', () => {
     expect(kvmExitName(2)).to.equal('KVM_EXIT_IO');
     expect(kvmExitName(8)).to.equal('KVM_EXIT_SHUTDOWN');
     expect(kvmExitName(17)).to.equal('KVM_EXIT_INTERNAL_ERROR');
+    expect(kvmExitName(19)).to.equal('KVM_EXIT_PAPR_HCALL');
     expect(kvmExitName(999)).to.equal('exit reason 999');
   });
 });
