@@ -2,26 +2,33 @@
 # native-stubs/power9/run.sh — `npm run test:power`
 #
 # Boots an emulated POWER9 host (QEMU powernv9, TCG) running Debian 12's ppc64el kernel with
-# upstream KVM-HV and the KVM XIVE native device, and runs guest-checks.mjs inside it under the
-# ppc64el Node 18 from Debian. See README.md beside this file.
+# KVM-HV and the KVM XIVE native device, and runs guest-checks.mjs inside it under the ppc64el
+# Node 18 from Debian. It boots twice: with Debian's stock modules (upstream's XIVE device), then
+# with kvm.ko rebuilt with kernel/'s patch (kernel/build-kvm.sh). See README.md beside this file.
 #
 # Layers, all under ${XDG_CACHE_HOME:-$HOME/.cache}/xive-remap-power9/:
 #   apt/        private apt state for ppc64el (never touches the system's apt or dpkg state)
 #   base/       vmlinux + base.cpio.gz (busybox, Node 18 + libs, kvm modules, koffi) — built once
-#   run/        pkg.cpio.gz (library package.json + dist, checks, /init), initrd, console.log —
+#   kmod-<kernel version>-<patch sha256, 12 digits>/
+#               the patched kvm.ko (kernel/build-kvm.sh) — built once per kernel and patch
+#   run/        pkg.cpio.gz (library package.json + dist, checks, /init), boot-<kind>.cpio.gz
+#               (which kernel; the patched kvm.ko), console-stock.log, console-patched.log —
 #               rebuilt on every run (cheap)
 #
 # Environment: XIVE_POWER9_TIMEOUT (boot timeout, s; default 300), XIVE_POWER9_REFRESH=1 (rebuild
 # the base layer), XIVE_POWER9_VERBOSE=1 (stream the guest console to stderr),
 # XIVE_POWER9_KOFFI (npm spec installed for ppc64le; default: the koffi version package-lock.json
 # pins, so the guest runs the same koffi as the host's tests; see README), XIVE_POWER9_CHECKS (a
-# .mjs file run in the guest instead of guest-checks.mjs, for developing checks).
+# .mjs file run in the guest instead of guest-checks.mjs, for developing checks; in both boots),
+# XIVE_POWER9_KERNEL=stock|patched|both (which boots; default both; the guest's checks get it as
+# XIVE_POWER9_KERNEL too).
 set -euo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 REPO=$(cd "$HERE/../.." && pwd)
 CACHE=${XDG_CACHE_HOME:-$HOME/.cache}/xive-remap-power9
 BOOT_TIMEOUT=${XIVE_POWER9_TIMEOUT:-300}
+KERNELS=${XIVE_POWER9_KERNEL:-both}
 LOCKED_KOFFI=$(node -p 'require(process.argv[1]).packages["node_modules/koffi"].version' "$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)/package-lock.json" 2>/dev/null || true)
 KOFFI_SPEC=${XIVE_POWER9_KOFFI:-koffi@${LOCKED_KOFFI:-3}}
 # Bump when the way the base layer is built changes: forces a rebuild of base/.
@@ -36,6 +43,11 @@ T0=$(date +%s)
 say() { printf 'power9 [%4ss]: %s\n' "$(($(date +%s) - T0))" "$*" >&2; }
 die() { printf 'power9: error: %s\n' "$*" >&2; exit 1; }
 skip() { printf 'power9: skipped: %s\n' "$*"; exit 0; }
+case "$KERNELS" in
+  both) BOOTS=(stock patched) ;;
+  stock|patched) BOOTS=("$KERNELS") ;;
+  *) die "XIVE_POWER9_KERNEL='$KERNELS': expected stock, patched or both" ;;
+esac
 
 # --- 1. preconditions and host packages ------------------------------------------------------
 [ "$(id -u)" = 0 ] || skip "not running as root (needed to apt-get install qemu-system-ppc)"
@@ -229,6 +241,19 @@ else
   say "base layer: cached ($(manifest kernel_package) $(manifest kernel_version), koffi $(manifest koffi_version))"
 fi
 
+# --- 4a. which kernels to boot; the patched kvm.ko ---------------------------------------------
+# stock: Debian's modules as they are; patched: kvm.ko built from the same Debian kernel's sources
+# with kernel/'s patch (kernel/build-kvm.sh, cached by kernel version + patch), Debian's kvm-hv.ko.
+KREL=$(manifest kernel_release)
+PATCHED_KO=
+if [[ " ${BOOTS[*]} " == *" patched "* ]]; then
+  # Root and apt are there (checked above), so a build that cannot run is a failure, not a skip.
+  PATCHED_KO=$(bash "$REPO/kernel/build-kvm.sh" --kernel-package "$(manifest kernel_package)" \
+    --kernel-version "$(manifest kernel_version)" --apt-config "$APT/apt.conf" --cache "$CACHE") \
+    || die "could not build the patched kvm.ko (kernel/build-kvm.sh, output above)"
+  say "patched kvm.ko: $PATCHED_KO"
+fi
+
 # --- 4b. run layer: library package, checks, /init ---------------------------------------------
 rm -rf "$RUN"
 mkdir -p "$RUN/stage/opt/xive-remap" "$RUN/stage/opt/checks"
@@ -247,7 +272,6 @@ CHECKS=${XIVE_POWER9_CHECKS:-$HERE/guest-checks.mjs}
 [ -f "$CHECKS" ] || die "checks script $CHECKS not found"
 cp "$CHECKS" "$S/opt/checks/guest-checks.mjs"
 [ "$CHECKS" = "$HERE/guest-checks.mjs" ] || say "running $CHECKS in the guest instead of guest-checks.mjs"
-KREL=$(manifest kernel_release)
 cat > "$S/init" <<EOF
 #!/bin/sh
 /bin/busybox --install -s
@@ -258,10 +282,16 @@ mount -t sysfs sysfs /sys
 mount -t devtmpfs devtmpfs /dev
 mount -t tmpfs tmpfs /tmp
 mkdir -p /root
+# stock or patched: written by run.sh into this boot's own initramfs layer.
+export XIVE_POWER9_KERNEL=\$(cat /etc/xive-power9-kernel 2>/dev/null || echo unknown)
+echo "power9-guest: XIVE_POWER9_KERNEL=\$XIVE_POWER9_KERNEL"
 echo "power9-guest: kernel \$(uname -r) on \$(grep -m1 '^cpu' /proc/cpuinfo | sed 's/.*: //')"
 while read -r m; do
   insmod "\$m" || echo "power9-guest: insmod \$m failed"
 done < /etc/kvm-modules
+kvm_ko=\$(grep '/kvm\.ko\$' /etc/kvm-modules)
+# Taint flags: O (out of tree) and E (unsigned) tell a locally built kvm.ko from Debian's.
+echo "power9-guest: kvm.ko sha256 \$(sha256sum "\$kvm_ko" | cut -c1-16), loaded with taint flags '\$(cat /sys/module/kvm/taint 2>/dev/null)'"
 [ -c /dev/kvm ] && echo "power9-guest: /dev/kvm present" || echo "power9-guest: /dev/kvm missing"
 cd /opt/checks
 echo "power9-guest: uptime \$(cut -d' ' -f1 /proc/uptime) s: running guest-checks.mjs"
@@ -275,52 +305,94 @@ echo o > /proc/sysrq-trigger
 EOF
 chmod 755 "$S/init"
 (cd "$S" && find . -mindepth 1 | LC_ALL=C sort | cpio -o -H newc -R 0:0 --quiet) | gzip -1 > "$RUN/pkg.cpio.gz"
-# The kernel unpacks concatenated archives in order; the run layer is small and comes last.
-cat "$BASE/base.cpio.gz" "$RUN/pkg.cpio.gz" > "$RUN/initrd"
 rm -rf "$S"
 
-# --- 5. boot ------------------------------------------------------------------------------------
-LOG="$RUN/console.log"
-say "booting powernv9 (TCG) with $(manifest kernel_package) — timeout ${BOOT_TIMEOUT}s, console: $LOG"
-timeout -k 10 "$BOOT_TIMEOUT" "$QEMU" -machine powernv9 -accel tcg -smp 1 -m 2G -nographic \
-  -bios "$SKIBOOT" -kernel "$BASE/vmlinux" -initrd "$RUN/initrd" \
-  -append "console=hvc0 rdinit=/init loglevel=4" </dev/null >"$LOG" 2>&1 &
-QPID=$!
-TPID=
-if [ "${XIVE_POWER9_VERBOSE:-0}" = 1 ]; then
-  tail -n +1 -f --pid="$QPID" "$LOG" >&2 &
-  TPID=$!
-fi
-ended_at=
-while kill -0 "$QPID" 2>/dev/null; do
-  if [ -z "$ended_at" ] && grep -q "^$END_MARKER" "$LOG" 2>/dev/null; then ended_at=$(date +%s); fi
-  # The guest powers itself off; if the machine lingers after the end marker, stop it.
-  if [ -n "$ended_at" ] && [ $(($(date +%s) - ended_at)) -ge 15 ]; then kill "$QPID" 2>/dev/null || true; fi
-  sleep 1
-done
-set +e
-wait "$QPID"
-qrc=$?
-set -e
-[ -n "$TPID" ] && { kill "$TPID" 2>/dev/null || true; }
-say "qemu exited (status $qrc)"
-
-# --- pass / fail --------------------------------------------------------------------------------
-tr -d '\r' < "$LOG" > "$RUN/console.txt"
-grep -E '^(ok|not ok) - ' "$RUN/console.txt" || true
-summary=$(grep -E '^([A-Za-z]+: )?[0-9]+ passed, [0-9]+ failed' "$RUN/console.txt" | tail -1 || true)
-fail() {
-  printf 'power9: FAIL: %s\n' "$1"
-  echo "---- last 40 console lines ($LOG) ----" >&2
-  tail -n 40 "$RUN/console.txt" >&2
-  exit 1
+# --- 4c. boot layer: which kernel this boot is ---------------------------------------------------
+# The kernel unpacks concatenated archives in order and a later file replaces an earlier one of the
+# same path: the patched kvm.ko takes the place of base's, so /etc/kvm-modules stays as it is.
+boot_layer() { # KIND -> $RUN/boot-KIND.cpio.gz
+  local kind=$1 B="$RUN/boot-$1"
+  rm -rf "$B"
+  mkdir -p "$B/etc"
+  echo "$kind" > "$B/etc/xive-power9-kernel"
+  if [ "$kind" = patched ]; then
+    mkdir -p "$B/lib/modules/$KREL"
+    cp "$PATCHED_KO" "$B/lib/modules/$KREL/kvm.ko"
+  fi
+  (cd "$B" && find . -mindepth 1 | LC_ALL=C sort | cpio -o -H newc -R 0:0 --quiet) | gzip -1 > "$B.cpio.gz"
+  rm -rf "$B"
 }
-if [ "$qrc" = 124 ] || [ "$qrc" = 137 ]; then
-  [ -n "$summary" ] || fail "timed out after ${BOOT_TIMEOUT}s"
-fi
-[ -n "$summary" ] || fail "the guest never printed its closing 'N passed, N failed' line"
-echo "$summary"
-nfail=$(sed -E 's/.* ([0-9]+) failed.*/\1/' <<<"$summary")
-[ "$nfail" = 0 ] || fail "$nfail check(s) failed in the guest"
-! grep -qE '^not ok - ' "$RUN/console.txt" || fail "a check printed 'not ok'"
-say "passed (total $(($(date +%s) - T0))s)"
+
+# --- 5. boot --------------------------------------------------------------------------------------
+boot() { # KIND: boots once, console in $RUN/console-KIND.log
+  local kind=$1 log="$RUN/console-$1.log"
+  boot_layer "$kind"
+  # The run layer is small and comes after the base; this boot's layer comes last.
+  cat "$BASE/base.cpio.gz" "$RUN/pkg.cpio.gz" "$RUN/boot-$kind.cpio.gz" > "$RUN/initrd"
+  say "$kind: booting powernv9 (TCG) with $(manifest kernel_package) — timeout ${BOOT_TIMEOUT}s, console: $log"
+  timeout -k 10 "$BOOT_TIMEOUT" "$QEMU" -machine powernv9 -accel tcg -smp 1 -m 2G -nographic \
+    -bios "$SKIBOOT" -kernel "$BASE/vmlinux" -initrd "$RUN/initrd" \
+    -append "console=hvc0 rdinit=/init loglevel=4" </dev/null >"$log" 2>&1 &
+  local qpid=$! tpid= ended_at= qrc
+  if [ "${XIVE_POWER9_VERBOSE:-0}" = 1 ]; then
+    tail -n +1 -f --pid="$qpid" "$log" >&2 &
+    tpid=$!
+  fi
+  while kill -0 "$qpid" 2>/dev/null; do
+    if [ -z "$ended_at" ] && grep -q "^$END_MARKER" "$log" 2>/dev/null; then ended_at=$(date +%s); fi
+    # The guest powers itself off; if the machine lingers after the end marker, stop it.
+    if [ -n "$ended_at" ] && [ $(($(date +%s) - ended_at)) -ge 15 ]; then kill "$qpid" 2>/dev/null || true; fi
+    sleep 1
+  done
+  set +e
+  wait "$qpid"
+  qrc=$?
+  set -e
+  [ -n "$tpid" ] && { kill "$tpid" 2>/dev/null || true; }
+  rm -f "$RUN/initrd"
+  say "$kind: qemu exited (status $qrc)"
+  verdict "$kind" "$qrc"
+}
+
+# --- pass / fail of one boot ----------------------------------------------------------------------
+# Prints the boot's ok/not ok lines and its closing line labelled with the kind ("stock: 18 passed,
+# 0 failed"); returns 1 (and shows the console's end) if it failed. Adds to TOTAL_PASSED/FAILED.
+TOTAL_PASSED=0 TOTAL_FAILED=0
+verdict() {
+  local kind=$1 qrc=$2 txt="$RUN/console-$1.txt" summary np nf
+  tr -d '\r' < "$RUN/console-$kind.log" > "$txt"
+  grep -E '^(ok|not ok) - ' "$txt" || true
+  summary=$(grep -E '^([A-Za-z]+: )?[0-9]+ passed, [0-9]+ failed' "$txt" | tail -1 || true)
+  failed() {
+    printf 'power9: %s: FAIL: %s\n' "$kind" "$1"
+    echo "---- last 40 console lines ($RUN/console-$kind.log) ----" >&2
+    tail -n 40 "$txt" >&2
+    TOTAL_FAILED=$((TOTAL_FAILED + ${nf:-1}))
+    return 1
+  }
+  if [ "$qrc" = 124 ] || [ "$qrc" = 137 ]; then
+    [ -n "$summary" ] || failed "timed out after ${BOOT_TIMEOUT}s" || return 1
+  fi
+  [ -n "$summary" ] || failed "the guest never printed its closing 'N passed, N failed' line" || return 1
+  np=$(grep -oE '[0-9]+ passed' <<<"$summary" | cut -d' ' -f1)
+  nf=$(grep -oE '[0-9]+ failed' <<<"$summary" | cut -d' ' -f1)
+  TOTAL_PASSED=$((TOTAL_PASSED + np))
+  echo "$kind: $np passed, $nf failed"
+  [ "$nf" = 0 ] || failed "$nf check(s) failed in the guest" || return 1
+  ! grep -qE '^not ok - ' "$txt" || { nf=1; failed "a check printed 'not ok'"; } || return 1
+  # The boot must have run the kvm.ko it was meant to.
+  if [ "$kind" = patched ]; then
+    grep -q "^power9-guest: kvm.ko sha256 $(sha256sum "$PATCHED_KO" | cut -c1-16), loaded with taint flags '[A-Z]*O" "$txt" \
+      || { nf=1; failed "the guest did not load the patched kvm.ko ($PATCHED_KO)"; } || return 1
+  else
+    ! grep -q "^power9-guest: kvm.ko sha256 .*taint flags '[A-Z]*O" "$txt" \
+      || { nf=1; failed "the stock boot loaded an out-of-tree kvm.ko"; } || return 1
+  fi
+  say "$kind: passed"
+}
+
+rc=0
+for kind in "${BOOTS[@]}"; do boot "$kind" || rc=1; done
+echo "power9: $TOTAL_PASSED passed, $TOTAL_FAILED failed"
+[ "$rc" = 0 ] || { say "FAILED (total $(($(date +%s) - T0))s)"; exit 1; }
+say "passed: ${BOOTS[*]} (total $(($(date +%s) - T0))s)"

@@ -1,0 +1,226 @@
+#!/usr/bin/env bash
+# kernel/build-kvm.sh — build a Debian powerpc64le kernel's kvm.ko with our XIVE patch, out of tree.
+#
+# The KVM XIVE native device (book3s_xive_native.c) is linked into kvm.ko, so kvm.ko is the only
+# module the patch changes; Debian's own kvm-hv.ko loads on top of it. The module is built against
+# Debian's packages of the very kernel it is for, so that its vermagic and symbol CRCs are those of
+# the stock kvm.ko (both are checked before the result is kept):
+#   linux-headers-<abi>-<flavour>, linux-headers-<abi>-common   the kernel's .config, Module.symvers
+#   linux-source-<x.y>                                           arch/powerpc/kvm + virt/kvm sources
+#   linux-kbuild-<x.y> (the build host's architecture)           fixdep, modpost, genksyms …
+#   linux-image-<abi>-<flavour>                                  the stock kvm.ko / kvm-hv.ko to compare
+# Packages are fetched with `apt-get download` and unpacked with `dpkg-deb -x`; none is installed.
+# Only the compiler comes from the host: gcc-powerpc64le-linux-gnu on any other architecture
+# (installed with apt-get if missing), gcc-12 on ppc64el.
+#
+# usage: kernel/build-kvm.sh --kernel-package linux-image-6.1.0-50-powerpc64le [options]
+#   --kernel-version VER   the kernel package's Debian version (default: its candidate in apt)
+#   --apt-config FILE      an apt configuration that sees the ppc64el packages (run.sh passes its
+#                          private one); default: the system's apt, which is right on a ppc64el host
+#   --cache DIR            default ${XDG_CACHE_HOME:-$HOME/.cache}/xive-remap-power9
+#   --stock-modules DIR    a directory with the stock kvm.ko and kvm-hv.ko of that kernel (default:
+#                          taken from the linux-image package)
+#   --patch FILE           default: the one *.patch beside this script
+# The result is cached in $CACHE/kmod-<kernel version>-<first 12 hex digits of the patch's sha256>/
+# (kvm.ko and a manifest); a cached result costs nothing. The path of kvm.ko is printed on stdout,
+# progress on stderr.
+set -euo pipefail
+
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+T0=$(date +%s)
+say() { printf 'build-kvm [%4ss]: %s\n' "$(($(date +%s) - T0))" "$*" >&2; }
+die() { printf 'build-kvm: error: %s\n' "$*" >&2; exit 1; }
+
+KPKG= KVER= APTCONF= STOCK= PATCH=
+CACHE=${XDG_CACHE_HOME:-$HOME/.cache}/xive-remap-power9
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --kernel-package) KPKG=$2; shift 2 ;;
+    --kernel-version) KVER=$2; shift 2 ;;
+    --apt-config)     APTCONF=$2; shift 2 ;;
+    --cache)          CACHE=$2; shift 2 ;;
+    --stock-modules)  STOCK=$2; shift 2 ;;
+    --patch)          PATCH=$2; shift 2 ;;
+    *) die "unknown argument '$1' (see the comment at the top of $0)" ;;
+  esac
+done
+
+# apt for the target's (ppc64el) packages, and apt for the build host's own (linux-kbuild).
+tapt() { if [ -n "$APTCONF" ]; then APT_CONFIG=$APTCONF "$@"; else "$@"; fi; }
+hapt() { env -u APT_CONFIG "$@"; }
+
+# --- what to build ------------------------------------------------------------------------------
+[ -n "$KPKG" ] || die "--kernel-package linux-image-<abi>-<flavour> is required"
+[[ "$KPKG" =~ ^linux-image-([0-9]+\.[0-9]+\.[0-9]+-[0-9]+)-(.+)$ ]] \
+  || die "'$KPKG' is not a Debian kernel image package name (linux-image-<abi>-<flavour>)"
+ABI=${BASH_REMATCH[1]} FLAVOUR=${BASH_REMATCH[2]}
+if [ -z "$KVER" ]; then
+  KVER=$(tapt apt-cache policy "$KPKG" | awk '$1 == "Candidate:" { print $2 }')
+  [ -n "$KVER" ] && [ "$KVER" != "(none)" ] || die "apt knows no version of $KPKG"
+fi
+UPSTREAM=${KVER%-*}                                 # 6.1.176-1 -> 6.1.176
+SERIES=$(cut -d. -f1,2 <<<"$UPSTREAM")              # -> 6.1 (linux-source-6.1, linux-kbuild-6.1)
+if [ -z "$PATCH" ]; then
+  shopt -s nullglob; patches=("$HERE"/*.patch); shopt -u nullglob
+  [ ${#patches[@]} = 1 ] || die "expected exactly one *.patch in $HERE, found ${#patches[@]}"
+  PATCH=${patches[0]}
+fi
+[ -f "$PATCH" ] || die "patch $PATCH not found"
+PATCH_SHA=$(sha256sum "$PATCH" | cut -d' ' -f1)
+OUT="$CACHE/kmod-$KVER-${PATCH_SHA:0:12}"
+
+mkdir -p "$CACHE"
+exec 8>"$CACHE/kmod.lock"   # two builders of one cache take turns
+flock 8
+if [ -f "$OUT/kvm.ko" ] && [ -f "$OUT/manifest" ]; then
+  say "cached: $OUT/kvm.ko ($KPKG $KVER, $(basename "$PATCH"))"
+  echo "$OUT/kvm.ko"
+  exit 0
+fi
+say "building kvm.ko for $KPKG $KVER with $(basename "$PATCH") (sha256 ${PATCH_SHA:0:12}…)"
+
+# --- host tools ---------------------------------------------------------------------------------
+case "$(dpkg --print-architecture)" in
+  ppc64el) CROSS=;                       CC_PKG=gcc-12 ;;
+  *)       CROSS=powerpc64le-linux-gnu-; CC_PKG=gcc-powerpc64le-linux-gnu ;;
+esac
+ensure_host_packages() {
+  local p missing=()
+  for p in "$@"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+  done
+  [ ${#missing[@]} = 0 ] && return
+  [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null \
+    || die "host packages missing and not root with apt-get to install them: ${missing[*]}"
+  say "installing host packages: ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  hapt apt-get update -qq >/dev/null 2>&1 || say "warning: apt-get update reported errors (continuing)"
+  hapt apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null \
+    || die "apt-get install ${missing[*]} failed: the patched kvm.ko cannot be built without them"
+}
+ensure_host_packages "$CC_PKG" make xz-utils kmod patch
+command -v "${CROSS}gcc-12" >/dev/null || die "${CROSS}gcc-12 not found (Debian's kernel headers use gcc-12)"
+
+# --- versions -----------------------------------------------------------------------------------
+# pick_version APTWRAPPER PACKAGE: the kernel's own version if apt has it, else one of the same
+# upstream version (a Debian revision apart: same sources, said in a warning), else fail.
+pick_version() {
+  local wrap=$1 pkg=$2 versions v
+  versions=$($wrap apt-cache madison "$pkg" 2>/dev/null | awk -F' *[|] *' '{ print $2 }' | sort -u)
+  if grep -qxF "$KVER" <<<"$versions"; then echo "$KVER"; return; fi
+  v=$(grep -E "^${UPSTREAM//./\\.}-" <<<"$versions" | sort -V | tail -1 || true)
+  if [ -n "$v" ]; then
+    say "warning: no $pkg $KVER; using $v (same upstream version $UPSTREAM)"
+    echo "$v"; return
+  fi
+  die "$pkg: no version of upstream $UPSTREAM (the kernel is $KPKG $KVER); apt has: $(tr '\n' ' ' <<<"${versions:-nothing}")"
+}
+# The headers define the module ABI (config, Module.symvers): they must be the kernel's exact version.
+for p in "linux-headers-$ABI-$FLAVOUR" "linux-headers-$ABI-common"; do
+  tapt apt-cache madison "$p" 2>/dev/null | awk -F' *[|] *' '{ print $2 }' | grep -qxF "$KVER" \
+    || die "$p $KVER is not in apt (the mirror may have moved on: XIVE_POWER9_REFRESH=1 rebuilds run.sh's base layer with the current kernel)"
+done
+SRC_VER=$(pick_version tapt "linux-source-$SERIES")
+if ! hapt apt-cache madison "linux-kbuild-$SERIES" 2>/dev/null | grep -q .; then
+  [ "$(id -u)" = 0 ] && hapt apt-get update -qq >/dev/null 2>&1 || true
+fi
+KBUILD_VER=$(pick_version hapt "linux-kbuild-$SERIES")
+say "linux-source-$SERIES $SRC_VER, linux-headers-$ABI-{$FLAVOUR,common} $KVER, linux-kbuild-$SERIES $KBUILD_VER ($(dpkg --print-architecture))"
+
+# --- fetch and unpack ---------------------------------------------------------------------------
+W="$CACHE/kmod-work"
+rm -rf "$W" "$OUT.new"
+trap 'rm -rf "$W"' EXIT
+mkdir -p "$W/debs" "$W/hdr" "$W/src" "$W/stock"
+download() { # APTWRAPPER PKG=VER…
+  local wrap=$1; shift
+  (cd "$W/debs" && $wrap apt-get download -qq -o APT::Sandbox::User=root "$@" >"$W/download.log" 2>&1) \
+    || { cat "$W/download.log" >&2; die "apt-get download $* failed"; }
+}
+download tapt "linux-source-$SERIES=$SRC_VER" "linux-headers-$ABI-$FLAVOUR=$KVER" "linux-headers-$ABI-common=$KVER"
+download hapt "linux-kbuild-$SERIES=$KBUILD_VER"
+[ -n "$STOCK" ] || download tapt "$KPKG=$KVER"
+say "downloaded $(du -sh "$W/debs" | cut -f1) of packages"
+
+for deb in "$W"/debs/linux-headers-*.deb "$W"/debs/linux-kbuild-*.deb; do dpkg-deb -x "$deb" "$W/hdr"; done
+KDIR="$W/hdr/usr/src/linux-headers-$ABI-$FLAVOUR"
+COMMON="$W/hdr/usr/src/linux-headers-$ABI-common"
+[ -f "$KDIR/Module.symvers" ] && [ -f "$COMMON/Makefile" ] || die "unexpected layout of the headers packages"
+# The flavour's Makefile includes the common one by its installed path; point it at ours.
+sed -i "s|^include /usr/src/linux-headers-$ABI-common/Makefile|include $COMMON/Makefile|" "$KDIR/Makefile"
+grep -qF "include $COMMON/Makefile" "$KDIR/Makefile" || die "could not redirect $KDIR/Makefile to $COMMON"
+
+# Only the sources kvm.ko is built from: arch/powerpc/kvm, virt/kvm (compiled as ../../../virt/kvm
+# relative to the module directory), and arch/powerpc/mm/mmu_decl.h, which powerpc.c includes.
+say "unpacking arch/powerpc/kvm and virt/kvm from linux-source-$SERIES"
+dpkg-deb --fsys-tarfile "$W"/debs/linux-source-*.deb \
+  | tar -xO "./usr/src/linux-source-$SERIES.tar.xz" | xz -dc \
+  | tar -x -C "$W/src" --strip-components=1 "linux-source-$SERIES/arch/powerpc/kvm" \
+      "linux-source-$SERIES/virt/kvm" "linux-source-$SERIES/arch/powerpc/mm/mmu_decl.h"
+rm -f "$W"/debs/linux-source-*.deb
+# arch/powerpc/kvm/Makefile includes $(srctree)/virt/kvm/Makefile.kvm, which the headers lack.
+mkdir -p "$COMMON/virt/kvm"
+cp "$W/src/virt/kvm/Makefile.kvm" "$COMMON/virt/kvm/"
+
+if [ -z "$STOCK" ]; then
+  dpkg-deb --fsys-tarfile "$W/debs/${KPKG}_"*.deb \
+    | tar -x -C "$W/stock" --wildcards --no-anchored --transform='s|.*/||' \
+        '*/arch/powerpc/kvm/kvm.ko*' '*/arch/powerpc/kvm/kvm-hv.ko*'
+  STOCK="$W/stock"
+fi
+for m in kvm kvm-hv; do # modinfo reads compressed modules, modprobe --dump-modversions may not
+  if [ -f "$STOCK/$m.ko.xz" ]; then xz -dc "$STOCK/$m.ko.xz" > "$W/stock/$m.ko"
+  elif [ -f "$STOCK/$m.ko.zst" ]; then zstd -qdc "$STOCK/$m.ko.zst" > "$W/stock/$m.ko"
+  elif [ "$STOCK" != "$W/stock" ]; then cp "$STOCK/$m.ko" "$W/stock/$m.ko" || die "no $m.ko in $STOCK"
+  fi
+  [ -f "$W/stock/$m.ko" ] || die "no stock $m.ko found for $KPKG $KVER"
+done
+
+# --- patch and build ----------------------------------------------------------------------------
+(cd "$W/src" && patch -p1 --dry-run --batch -s < "$PATCH" >/dev/null) \
+  || die "$(basename "$PATCH") does not apply to linux-source-$SERIES $SRC_VER: $(cd "$W/src" && patch -p1 --dry-run --batch < "$PATCH" 2>&1 | tail -3 | tr '\n' ' ')"
+(cd "$W/src" && patch -p1 --batch -s < "$PATCH")
+M="$W/src/arch/powerpc/kvm"
+say "make M=arch/powerpc/kvm modules (ARCH=powerpc CROSS_COMPILE=${CROSS:-none})"
+# In tree, ccflags-y's -Iarch/powerpc/kvm -Ivirt/kvm are relative to the source tree (the trace
+# headers are found through them); out of tree they would point into the headers: give them again.
+if ! make -C "$KDIR" M="$M" ARCH=powerpc CROSS_COMPILE="$CROSS" KCFLAGS="-I$M -I$W/src/virt/kvm" \
+     -j"$(nproc)" modules >"$W/make.log" 2>&1; then
+  tail -n 30 "$W/make.log" >&2
+  die "make failed (log above)"
+fi
+[ -f "$M/kvm.ko" ] || die "the build made no kvm.ko"
+
+# --- the module must be interchangeable with the stock one --------------------------------------
+want=$(modinfo -F vermagic "$W/stock/kvm.ko") got=$(modinfo -F vermagic "$M/kvm.ko")
+[ "$got" = "$want" ] || die "vermagic differs: built '$got', stock kvm.ko '$want'"
+# modversions: every symbol the patched kvm.ko imports must carry the CRC the stock one imports,
+# and every symbol stock kvm-hv.ko imports from kvm.ko the CRC the patched kvm.ko exports.
+crc_mismatches() { # FILE_A FILE_B ("CRC SYMBOL" lines): symbols in both with different CRCs
+  awk 'NR == FNR { a[$2] = $1; next } ($2 in a) && a[$2] != $1 { print $2 }' "$1" "$2"
+}
+modprobe --dump-modversions "$W/stock/kvm.ko" > "$W/stock-kvm.crc"
+modprobe --dump-modversions "$M/kvm.ko" > "$W/kvm.crc"
+modprobe --dump-modversions "$W/stock/kvm-hv.ko" > "$W/stock-kvm-hv.crc"
+awk '$3 ~ /kvm\.ko$|arch\/powerpc\/kvm\/kvm$/ { print $1, $2 }' "$M/Module.symvers" > "$W/kvm-exports.crc"
+[ -s "$W/kvm-exports.crc" ] || die "no exports of kvm.ko in $M/Module.symvers"
+bad=$(crc_mismatches "$W/stock-kvm.crc" "$W/kvm.crc"; crc_mismatches "$W/stock-kvm-hv.crc" "$W/kvm-exports.crc")
+[ -z "$bad" ] || die "symbol CRCs differ from the stock modules' for: $(tr '\n' ' ' <<<"$bad")"
+say "vermagic '$got' and symbol CRCs match the stock kvm.ko ($(wc -l < "$W/kvm-exports.crc") exports checked against kvm-hv.ko)"
+
+mkdir -p "$OUT.new"
+cp "$M/kvm.ko" "$OUT.new/kvm.ko"
+cat > "$OUT.new/manifest" <<EOF
+kernel_package=$KPKG
+kernel_version=$KVER
+linux_source=linux-source-$SERIES $SRC_VER
+linux_kbuild=linux-kbuild-$SERIES $KBUILD_VER ($(dpkg --print-architecture))
+compiler=$("${CROSS}gcc-12" --version | head -1)
+patch=$(basename "$PATCH")
+patch_sha256=$PATCH_SHA
+vermagic=$got
+EOF
+rm -rf "$OUT"
+mv "$OUT.new" "$OUT"
+say "built $OUT/kvm.ko"
+echo "$OUT/kvm.ko"
