@@ -18,11 +18,10 @@
 //  - a KVM-HV guest (KvmPpcGuest) reading the region through one memslot, registered once, sees each
 //    attach and detach on its very next load.
 // Loads go only to configured sources: every source of the device is configured before the first load.
+// Only the package's public API is used; /proc/self/maps is read by this script itself.
 
 import assert from 'node:assert/strict';
-import { createRequire } from 'node:module';
-import { dirname, join } from 'node:path';
-import { pathToFileURL } from 'node:url';
+import { readFileSync } from 'node:fs';
 
 // --- tiny TAP-like harness (as guest-checks.mjs) -------------------------------------------------
 let passed = 0, failed = 0;
@@ -42,17 +41,23 @@ async function check(name, fn) {
   times.push(((Date.now() - t) / 1000).toFixed(1));
 }
 const need = (value, what) => { if (value === undefined || value === null) throw new Error(`skipped: needs ${what}`); return value; };
-const detail = (text) => { for (const line of String(text).trimEnd().split('\n')) console.log(`# ${line}`); };
 const hex = (v) => `0x${v.toString(16)}`;
 
-const require = createRequire(import.meta.url);
-const entry = require.resolve('xive-remap');
 const lib = await import('xive-remap');
 const stubs = await import('xive-remap/native-stubs');
-// Only for the reference mapping and /proc/self/maps: not the controller's business.
-const internal = await import(pathToFileURL(join(dirname(entry), 'internal.js')).href);
-const { realNative, MAP_SHARED, PROT_READ, PROT_WRITE, mapsIn } = internal;
-const { EsbController, XiveKvmDevice, RemapError, formatPq } = lib;
+const { EsbController, KvmSystem, XiveKvmDevice, RemapError, formatPq } = lib;
+
+/** VMAs of this process overlapping [start, end), from /proc/self/maps read here (not by the library). */
+function vmasIn(start, end) {
+  const out = [];
+  for (const line of readFileSync('/proc/self/maps', 'latin1').split('\n')) {
+    const m = /^([0-9a-f]+)-([0-9a-f]+) (\S+) ([0-9a-f]+) \S+ \d+\s*(.*)$/.exec(line);
+    if (!m) continue;
+    const s = BigInt(`0x${m[1]}`), e = BigInt(`0x${m[2]}`);
+    if (e > start && s < end) out.push({ start: s, end: e, offset: BigInt(`0x${m[4]}`), path: m[5] });
+  }
+  return out;
+}
 
 const NR_IRQS = 64;        // the region
 const GUEST = 32;          // guest interrupts 0..31 take passthrough pages
@@ -97,7 +102,7 @@ function verifyRegion(where) {
       throw new Error(`${where}: interrupt ${j} (backed by source ${model.backing[j]}) read PQ ${formatPq(got)}, source ${model.backing[j]} holds ${formatPq(want)}`);
     }
   }
-  const vmas = mapsIn(realNative.readMaps(), base, base + esb.memslot.size).length;
+  const vmas = vmasIn(base, base + esb.memslot.size).length;
   const runs = esb.runs().length;
   if (vmas > 2 * runs + 1) throw new Error(`${where}: ${vmas} VMAs for ${runs} runs (bound ${2 * runs + 1})`);
   return { vmas, runs };
@@ -113,7 +118,10 @@ function checkBacking(where) {
 
 // --- the device, the region, the reference mapping ------------------------------------------------
 await check(`XiveKvmDevice.open({ nrIrqs: ${NR_IRQS} }): the patched kernel maps each interrupt at its own offset`, () => {
-  st.dev = XiveKvmDevice.open({ nrIrqs: NR_IRQS, nrServers: 1 });
+  // One VM holds the XIVE device and, later, the guest that reads the region through a memslot.
+  st.sys = KvmSystem.open();
+  st.vm = st.sys.createVm();
+  st.dev = XiveKvmDevice.open({ nrIrqs: NR_IRQS, nrServers: 1, vm: st.vm });
   assert.equal(st.dev.contract, 'per-irq-offsets');
   return `esbShift ${st.dev.geometry.esbShift}, ${st.dev.geometry.bytesPerIrq} bytes per interrupt`;
 });
@@ -124,7 +132,7 @@ await check("EsbController.open(dev, { mode: 'auto' }) picks overlay: one mappin
   assert.equal(st.esb.mode, 'overlay');
   const { userspaceAddr, size } = st.esb.memslot;
   assert.equal(size, BigInt(NR_IRQS) * dev.geometry.bytesPerIrq);
-  const vmas = mapsIn(realNative.readMaps(), userspaceAddr, userspaceAddr + size);
+  const vmas = vmasIn(userspaceAddr, userspaceAddr + size);
   assert.equal(vmas.length, 1);
   assert.deepEqual(st.esb.audit(), []);
   return `${hex(userspaceAddr)}+${hex(size)} ${vmas[0].path} pgoff ${hex(vmas[0].offset)}`;
@@ -133,9 +141,10 @@ await check("EsbController.open(dev, { mode: 'auto' }) picks overlay: one mappin
 await check(`all ${NR_IRQS} sources configured (KVM_DEV_XIVE_GRP_SOURCE); random PQ states set through a reference mapping read back through the region`, () => {
   const dev = need(st.esb && st.dev, 'the region');
   for (let s = 0; s < NR_IRQS; s++) dev.setSourceState(s);
-  // The reference: the whole ESB range mapped once more, at a fresh address, never split.
-  st.refLen = BigInt(NR_IRQS) * dev.geometry.bytesPerIrq;
-  st.ref = realNative.mmap(0n, st.refLen, PROT_READ | PROT_WRITE, MAP_SHARED, dev.fd, dev.esbFileOffset(0));
+  // The reference: a second region on the same device, kernel-managed so that nothing is ever mapped
+  // over it: the whole ESB range mapped once more, at another address, never split.
+  st.refEsb = EsbController.open(dev, { mode: 'kernel-managed' });
+  st.ref = st.refEsb.memslot.userspaceAddr;
   for (let s = 0; s < NR_IRQS; s++) assert.equal(dev.esbGet(st.ref, s), 1, `source ${s} after configuration`);
   shuffleStates(NR_IRQS * 2);
   verifyRegion('before any attach');
@@ -263,13 +272,13 @@ await check(`${OPS} random operations (seed ${SEED}), each checked by ${NR_IRQS}
 });
 
 // --- the guest's view -------------------------------------------------------------------------------
-await check('a KVM-HV guest reading the region through one memslot sees each attach and detach on its next load; the memslot is registered once', () => {
+await check('a KVM-HV guest reading the region through one memslot sees each attach, attachRange, detach and detachRange on its next load; the memslot is registered once', () => {
   const { dev, esb } = need(st.ref && st, 'the region');
   const why = stubs.KvmPpcGuest.usable();
   if (why) throw new Error(`skipped: ${why}`);
   const g = dev.geometry;
   const mgmt = (j) => BigInt(j) * g.bytesPerIrq + g.esbPageSize + 0x800n; // ESB_GET of interrupt j
-  const guest = stubs.KvmPpcGuest.create({ memslot: esb.memslot });
+  const guest = stubs.KvmPpcGuest.create({ memslot: esb.memslot, vm: st.vm });
   st.guest = guest;
   const seen = [];
   const expect = (j, what) => {
@@ -293,15 +302,28 @@ await check('a KVM-HV guest reading the region through one memslot sees each att
     expect(5, `after detach #${round}`);
     flips += 2;
   }
+  // A block: attachRange, then detachRange; the guest reads the block and its neighbours each time.
+  shuffleStates(16);
+  const block = dev.pages(50, 3);
+  esb.attachRange(12, 3, block);
+  block.close();
+  for (let i = 0; i < 3; i++) model.backing[12 + i] = 50 + i;
+  for (let j = 11; j < 16; j++) expect(j, 'after attachRange(12, 3)');
+  esb.detachRange(12, 3);
+  for (let i = 0; i < 3; i++) model.backing[12 + i] = 12 + i;
+  for (let j = 11; j < 16; j++) expect(j, 'after detachRange(12, 3)');
+  flips += 2;
   assert.equal(guest.memslotUpdates, 1);
   return `${flips} flips, first loads ${seen.slice(0, 6).join(' ')} …; memslotUpdates ${guest.memslotUpdates}`;
 });
 
 await check('closing the guest, the reference mapping, the region and the device', () => {
   st.guest?.close();
-  if (st.ref) realNative.munmap(st.ref, st.refLen);
+  st.refEsb?.close();
   need(st.esb, 'the region').close();
   need(st.dev, 'the device').close();
+  st.vm?.close();
+  st.sys?.close();
   assert.equal(st.esb.closed, true);
 });
 
