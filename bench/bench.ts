@@ -118,6 +118,12 @@ function populate(addr: bigint, bytes: bigint): void {
   for (let off = 0n; off < bytes; off += chunk) realNative.peek(addr + off, Number(bytes - off < chunk ? bytes - off : chunk));
 }
 
+/** Read one byte of every host page of [addr, addr+bytes): maps them, as overlay.c's touch() does. */
+function touchPages(addr: bigint, bytes: bigint): void {
+  const page = BigInt(realNative.pageSize);
+  for (let off = 0n; off < bytes; off += page) realNative.peek(addr + off, 1);
+}
+
 function irqAddr(esb: EsbController, irq: number): bigint {
   return esb.memslot.userspaceAddr + BigInt(irq) * esb.geometry.bytesPerIrq;
 }
@@ -263,7 +269,7 @@ function rawBatch(rig: OverlayRig, cycles: number): number {
   for (let c = 0; c < cycles; c++) {
     const irq = c % esb.nrIrqs;
     const at = irqAddr(esb, irq);
-    realNative.peek(at, Number(bpi));
+    touchPages(at, bpi);
     const t0 = now();
     realNative.mmap(at, bpi, PROT_READ | PROT_WRITE, flags, pt.fd, BigInt(c % pt.nrIrqs) * bpi);
     ipi.withFd((fd) => realNative.mmap(at, bpi, PROT_READ | PROT_WRITE, flags, fd, ipi.offsetOf(irq)));
@@ -313,7 +319,7 @@ function overlayBatch(rig: OverlayRig, cycles: number): number {
   for (let c = 0; c < cycles; c++) {
     const irq = c % esb.nrIrqs;
     const source = pt.pages(c % pt.nrIrqs);
-    realNative.peek(irqAddr(esb, irq), Number(bpi));
+    touchPages(irqAddr(esb, irq), bpi);
     const t0 = now();
     esb.attach(irq, source);
     esb.detach(irq);

@@ -177,6 +177,18 @@ await check('a SET_PQ load through interrupt 3 changes source 40 and leaves sour
   verifyRegion('after SET_PQ through 3');
 });
 
+await check('the model check can fail: told that source 41 backs interrupt 3 (source 40 does), it reports the misroute', () => {
+  need(st.esb.runs().length === 1 && st, 'attach(3)');
+  setTruth(40, 2); setTruth(41, 1);
+  model.backing[3] = 41;
+  try {
+    assert.throws(() => verifyRegion('a deliberately wrong model'), /interrupt 3 \(backed by source 41\) read PQ 10, source 41 holds 01/);
+  } finally {
+    model.backing[3] = 40;
+  }
+  verifyRegion('the model put right');
+});
+
 await check('attachRange(8, 4, dev.pages(48, 4)): one mapping for four interrupts; 8..11 read sources 48..51', () => {
   const { dev, esb } = st;
   shuffleStates(16);
