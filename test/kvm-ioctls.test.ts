@@ -8,8 +8,16 @@ import {
   KVM_ARCHES,
   KVM_IOCTL_NEEDS,
   POWERPC_IOC,
+  KVM_PPC_MMUV3_GTSE,
+  KVM_PPC_MMUV3_RADIX,
+  KVM_REG_PPC_LPCR_64,
+  LPCR,
+  MSR,
+  PATB_GR,
+  decodePpcRegs,
   decodeRunExit,
   decodeX86Regs,
+  encodePpcRegs,
   decodeX86Sregs,
   encodeX86Regs,
   encodeX86Sregs,
@@ -19,7 +27,11 @@ import {
   kvmIoctls,
   packCreateDevice,
   packDeviceAttr,
+  packEnableCap,
+  packOneReg,
+  packPpcMmuv3Cfg,
   packUserMemoryRegion,
+  ppcBit,
   createdDeviceFd,
   decodeStatsData,
   decodeStatsDescs,
@@ -52,6 +64,8 @@ const KNOWN: Record<KvmArch, Partial<Record<KvmIoctlName, number>>> = {
     KVM_GET_SREGS: 0x8138ae83,
     KVM_SET_SREGS: 0x4138ae84,
     KVM_SET_CPUID2: 0x4008ae90,
+    KVM_GET_ONE_REG: 0x4010aeab,
+    KVM_SET_ONE_REG: 0x4010aeac,
     KVM_GET_STATS_FD: 0xaece,
   },
   ppc64: {
@@ -69,6 +83,9 @@ const KNOWN: Record<KvmArch, Partial<Record<KvmIoctlName, number>>> = {
     KVM_RUN: 0x2000ae80,
     KVM_GET_REGS: 0x4188ae81,
     KVM_SET_REGS: 0x8188ae82,
+    KVM_GET_ONE_REG: 0x8010aeab,
+    KVM_SET_ONE_REG: 0x8010aeac,
+    KVM_PPC_CONFIGURE_V3_MMU: 0x8010aeaf,
     KVM_GET_STATS_FD: 0x2000aece,
   },
   arm64: {
@@ -78,14 +95,16 @@ const KNOWN: Record<KvmArch, Partial<Record<KvmIoctlName, number>>> = {
     KVM_CREATE_DEVICE: 0xc00caee0,
     KVM_SET_DEVICE_ATTR: 0x4018aee1,
     KVM_RUN: 0xae80,
+    KVM_GET_ONE_REG: 0x4010aeab,
+    KVM_SET_ONE_REG: 0x4010aeac,
   },
 };
 
 /** Ioctls whose argument struct does not exist (or is not encoded here) on an architecture. */
 const ABSENT: Record<KvmArch, KvmIoctlName[]> = {
-  x64: [],
+  x64: ['KVM_PPC_CONFIGURE_V3_MMU'],
   ppc64: ['KVM_GET_SREGS', 'KVM_SET_SREGS', 'KVM_SET_CPUID2', 'KVM_GET_SUPPORTED_CPUID', 'KVM_SET_TSS_ADDR'],
-  arm64: ['KVM_GET_REGS', 'KVM_SET_REGS', 'KVM_GET_SREGS', 'KVM_SET_SREGS', 'KVM_SET_CPUID2', 'KVM_GET_SUPPORTED_CPUID', 'KVM_SET_TSS_ADDR'],
+  arm64: ['KVM_GET_REGS', 'KVM_SET_REGS', 'KVM_GET_SREGS', 'KVM_SET_SREGS', 'KVM_SET_CPUID2', 'KVM_GET_SUPPORTED_CPUID', 'KVM_SET_TSS_ADDR', 'KVM_PPC_CONFIGURE_V3_MMU'],
 };
 
 describe('KVM ioctl numbers', () => {
@@ -144,6 +163,7 @@ describe('KVM ioctl numbers', () => {
     expect(kvmExitName(2)).to.equal('KVM_EXIT_IO');
     expect(kvmExitName(8)).to.equal('KVM_EXIT_SHUTDOWN');
     expect(kvmExitName(17)).to.equal('KVM_EXIT_INTERNAL_ERROR');
+    expect(kvmExitName(19)).to.equal('KVM_EXIT_PAPR_HCALL');
     expect(kvmExitName(999)).to.equal('exit reason 999');
   });
 });
@@ -242,5 +262,76 @@ describe('KVM struct layouts', () => {
     expect(enc.readBigUInt64LE(0xf0)).to.equal(0x3000n); // cr3
     expect(enc.readBigUInt64LE(0x108)).to.equal(0x500n); // efer
     expect(decodeX86Sregs(enc)).to.deep.include({ cr3: 0x3000n, efer: 0x500n });
+  });
+
+  it('decodes a PAPR hcall exit from kvm_run (nr at 0x20, ret at 0x28, args[9] from 0x30)', () => {
+    const run = Buffer.alloc(0x78);
+    run.writeUInt32LE(19, 8);
+    run.writeBigUInt64LE(0x7800n, 0x20);
+    run.writeBigUInt64LE(0xdeadn, 0x28); // ret: not decoded (userspace's answer)
+    for (let i = 0; i < 9; i++) run.writeBigUInt64LE(BigInt(i + 1) * 0x10n, 0x30 + i * 8);
+    const e = decodeRunExit(run, true);
+    expect(e).to.deep.equal({ code: 19, reason: 'papr-hcall', nr: 0x7800n, args: [0x10n, 0x20n, 0x30n, 0x40n, 0x50n, 0x60n, 0x70n, 0x80n, 0x90n] });
+    const be = Buffer.alloc(0x78);
+    be.writeUInt32BE(19, 8);
+    be.writeBigUInt64BE(0x7800n, 0x20);
+    be.writeBigUInt64BE(0x1234n, 0x30);
+    const d = decodeRunExit(be, false);
+    expect(d.reason === 'papr-hcall' && [d.nr, d.args[0]]).to.deep.equal([0x7800n, 0x1234n]);
+  });
+
+  it('round-trips powerpc kvm_regs: pc, cr, ctr, lr, xer, msr, srr0, srr1, pid, sprg0-7, gpr[32] (392 bytes)', () => {
+    const gpr = Array.from({ length: 32 }, (_, i) => BigInt(i) * 0x100n);
+    for (const le of [true, false]) {
+      const enc = Buffer.from(encodePpcRegs({ pc: 0x2000n, msr: 0x8000000000001001n, srr1: 7n, pid: 9n, sprg: [1n, 2n], gpr }, le));
+      expect(enc.length).to.equal(392);
+      const u64 = (at: number): bigint => (le ? enc.readBigUInt64LE(at) : enc.readBigUInt64BE(at));
+      expect(u64(0)).to.equal(0x2000n); // pc
+      expect(u64(40)).to.equal(0x8000000000001001n); // msr
+      expect(u64(56)).to.equal(7n); // srr1
+      expect(u64(64)).to.equal(9n); // pid
+      expect(u64(72 + 8)).to.equal(2n); // sprg1
+      expect(u64(136 + 4 * 8)).to.equal(0x400n); // gpr[4]
+      expect(u64(136 + 31 * 8)).to.equal(0x1f00n); // gpr[31], the last doubleword
+      const d = decodePpcRegs(enc, le);
+      expect(d).to.deep.include({ pc: 0x2000n, cr: 0n, msr: 0x8000000000001001n, srr1: 7n });
+      expect(d.gpr).to.deep.equal(gpr);
+      expect(d.sprg).to.deep.equal([1n, 2n, 0n, 0n, 0n, 0n, 0n, 0n]);
+    }
+    expect(() => encodePpcRegs({ gpr: new Array<bigint>(33).fill(0n) })).to.throw(RangeError);
+    expect(() => decodePpcRegs(new Uint8Array(391))).to.throw(RangeError, /392 bytes/);
+  });
+
+  it('packs kvm_one_reg, kvm_ppc_mmuv3_cfg and kvm_enable_cap', () => {
+    const one = Buffer.from(packOneReg(KVM_REG_PPC_LPCR_64, 0x7fff_1234_0000n, true));
+    expect(one.length).to.equal(16);
+    expect([one.readBigUInt64LE(0), one.readBigUInt64LE(8)]).to.deep.equal([0x10300000000000b5n, 0x7fff_1234_0000n]);
+    const mmu = Buffer.from(packPpcMmuv3Cfg(KVM_PPC_MMUV3_RADIX | KVM_PPC_MMUV3_GTSE, PATB_GR, true));
+    expect([mmu.length, mmu.readBigUInt64LE(0), mmu.readBigUInt64LE(8)]).to.deep.equal([16, 3n, 0x8000000000000000n]);
+    const cap = Buffer.from(packEnableCap(68, [5n], 0, true));
+    expect(cap.length).to.equal(104);
+    expect([cap.readUInt32LE(0), cap.readUInt32LE(4), cap.readBigUInt64LE(8), cap.readBigUInt64LE(16)]).to.deep.equal([68, 0, 5n, 0n]);
+    expect(cap.subarray(40).every((x) => x === 0)).to.equal(true);
+    expect(() => packEnableCap(1, [1n, 2n, 3n, 4n, 5n])).to.throw(RangeError);
+  });
+
+  it('numbers powerpc bits the IBM way (bit 0 = most significant): MSR, LPCR, PATB_GR', () => {
+    const cases: [string, bigint, bigint][] = [
+      ['ppcBit(0)', ppcBit(0), 0x8000000000000000n],
+      ['ppcBit(63)', ppcBit(63), 1n],
+      ['MSR.SF', MSR.SF, 0x8000000000000000n],
+      ['MSR.EE', MSR.EE, 0x8000n],
+      ['MSR.PR', MSR.PR, 0x4000n],
+      ['MSR.FP', MSR.FP, 0x2000n],
+      ['MSR.ME', MSR.ME, 0x1000n],
+      ['MSR.IR', MSR.IR, 0x20n],
+      ['MSR.DR', MSR.DR, 0x10n],
+      ['MSR.LE', MSR.LE, 1n],
+      ['LPCR.ILE', LPCR.ILE, 0x2000000n],
+      ['LPCR.AIL', LPCR.AIL, 0x1800000n],
+      ['PATB_GR', PATB_GR, 0x8000000000000000n],
+    ];
+    for (const [name, got, want] of cases) expect(got, name).to.equal(want);
+    expect(() => ppcBit(64)).to.throw(RangeError);
   });
 });

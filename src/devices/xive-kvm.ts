@@ -29,6 +29,7 @@ import { MAX_IRQS, esbGeometry, type EsbGeometry } from '../geometry.js';
 import { KVM_CAP, KVM_DEV_TYPE, KvmSystem, UserMemory, isKvmArch, kvmError, type KvmDevice, type KvmVm } from '../kvm/index.js';
 import { HOST_LITTLE_ENDIAN } from '../kvm/structs.js';
 import { MAP_SHARED, PROT_READ, PROT_WRITE, realNative, type NativeLayer } from '../native/index.js';
+import { PageSource, SharedFd } from '../source.js';
 import { checkIrq, checkIrqRange, show } from '../validate.js';
 
 const EINVAL = errnoValue('EINVAL');
@@ -294,6 +295,28 @@ export class XiveKvmDevice implements EsbDevice {
   }
 
   /**
+   * The ESB pages of this device's own sources [irq, irq+count), as a `PageSource` to attach over
+   * other guest interrupts: a real passthrough interrupt's pages stand-in, made of real ESB pages of
+   * real sources. It needs a kernel whose contract is 'per-irq-offsets' to be mapped anywhere but
+   * at the region's own offsets. Holds its own duplicate of the device fd.
+   * @throws RemapError E_IRQ_RANGE if the sources are not all on the device; E_CLOSED after close();
+   *   E_KVM if the fd cannot be duplicated
+   */
+  pages(irq: number, count = 1): PageSource {
+    const op = `XiveKvmDevice.pages(${show(irq)}, ${show(count)})`;
+    this.#checkOpen(op);
+    checkIrqRange(op, irq, count, this.nrIrqs, 'source');
+    let fd: number;
+    try {
+      fd = this.#native.dupCloexec(this.#device.fd);
+    } catch (e) {
+      throw kvmError(`${op}: duplicating the XIVE ${this.#device.describe()}`, e);
+    }
+    const g = this.geometry;
+    return new PageSource(new SharedFd(this.#native, fd), xiveEsbFileOffset(g, irq), count, xiveEsbFileOffset(g, this.nrIrqs), 'kvm-xive', g, irq);
+  }
+
+  /**
    * KVM_DEV_XIVE_GRP_SOURCE: create (or restore) source `irq`. The kernel allocates an IPI for it,
    * masks it and sets its PQ bits to 01 (it does a SET_PQ_01 load itself). Only configured sources
    * may be loaded from (`esbGet`, `esbSetPq`): an unconfigured one SIGBUSes.
@@ -313,7 +336,8 @@ export class XiveKvmDevice implements EsbDevice {
   }
 
   /**
-   * The ESB_GET load (management page + 0x800): interrupt `irq`'s PQ bits, no side effect.
+   * The ESB_GET load (management page + 0x800): interrupt `irq`'s PQ bits, no side effect. The
+   * load reaches whatever backs `irq`'s address: under an overlay, the attached source's pages.
    * `base` is where this device's ESB range is mapped from interrupt 0 in this process, e.g. the
    * `memslot.userspaceAddr` of a controller opened on this device.
    * @throws RemapError E_IRQ_RANGE if `irq` is out of range or not configured (no load is made),

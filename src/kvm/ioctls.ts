@@ -97,6 +97,10 @@ export const SIZEOF_X86_CPUID2 = 8;
 export const SIZEOF_X86_CPUID_ENTRY2 = 40;
 /** struct kvm_enable_cap: u32 cap, u32 flags, u64 args[4], u8 pad[64]. */
 export const SIZEOF_ENABLE_CAP = 104;
+/** struct kvm_one_reg: u64 id, u64 addr (userspace address of the register's value). */
+export const SIZEOF_ONE_REG = 16;
+/** struct kvm_ppc_mmuv3_cfg (powerpc): u64 flags, u64 process_table. */
+export const SIZEOF_PPC_MMUV3_CFG = 16;
 
 /**
  * Every KVM ioctl xive-remap issues. `needs` is the capability rust-vmm notes beside each one; the
@@ -114,6 +118,7 @@ const SPECS = {
   KVM_SET_USER_MEMORY_REGION: { dir: 'write', nr: 0x46, size: SIZEOF_USERSPACE_MEMORY_REGION, needs: 'KVM_CAP_USER_MEMORY (slot count: KVM_CAP_NR_MEMSLOTS)' },
   KVM_SET_TSS_ADDR: { dir: 'none', nr: 0x47, size: { x64: 0 }, needs: 'KVM_CAP_SET_TSS_ADDR (x86 only)' },
   KVM_ENABLE_CAP: { dir: 'write', nr: 0xa3, size: SIZEOF_ENABLE_CAP, needs: 'KVM_CAP_ENABLE_CAP (vCPU) / KVM_CAP_ENABLE_CAP_VM (VM)' },
+  KVM_PPC_CONFIGURE_V3_MMU: { dir: 'write', nr: 0xaf, size: { ppc64: SIZEOF_PPC_MMUV3_CFG }, needs: 'KVM_CAP_PPC_MMU_RADIX or KVM_CAP_PPC_MMU_HASH_V3 (powerpc, POWER9+ HV)' },
   KVM_CREATE_DEVICE: { dir: 'readwrite', nr: 0xe0, size: SIZEOF_CREATE_DEVICE, needs: 'KVM_CAP_DEVICE_CTRL' },
   // --- device fd (KVM_CAP_DEVICE_CTRL); the same numbers also work on VM and vCPU fds on some arches ---
   KVM_SET_DEVICE_ATTR: { dir: 'write', nr: 0xe1, size: SIZEOF_DEVICE_ATTR, needs: 'KVM_CAP_DEVICE_CTRL' },
@@ -126,6 +131,9 @@ const SPECS = {
   KVM_GET_SREGS: { dir: 'read', nr: 0x83, size: { x64: SIZEOF_X86_SREGS }, needs: 'none: basic API (x86 layout only here)' },
   KVM_SET_SREGS: { dir: 'write', nr: 0x84, size: { x64: SIZEOF_X86_SREGS }, needs: 'none: basic API (x86 layout only here)' },
   KVM_SET_CPUID2: { dir: 'write', nr: 0x90, size: { x64: SIZEOF_X86_CPUID2 }, needs: 'KVM_CAP_EXT_CPUID (x86 only)' },
+  // _IOW on both: the kernel only reads struct kvm_one_reg; GET writes the value at its `addr`.
+  KVM_GET_ONE_REG: { dir: 'write', nr: 0xab, size: SIZEOF_ONE_REG, needs: 'KVM_CAP_ONE_REG' },
+  KVM_SET_ONE_REG: { dir: 'write', nr: 0xac, size: SIZEOF_ONE_REG, needs: 'KVM_CAP_ONE_REG' },
   // --- VM or vCPU fd ---
   KVM_GET_STATS_FD: { dir: 'none', nr: 0xce, size: 0, needs: 'KVM_CAP_BINARY_STATS_FD (Linux 5.14+)' },
 } as const satisfies Record<string, IoctlSpec>;
@@ -210,14 +218,22 @@ export const KVM_CAP = Object.freeze({
   NR_MEMSLOTS: 10,
   /** KVM follows host page table changes through MMU notifiers (what approach 3 relies on). */
   SYNC_MMU: 16,
+  /** KVM_ENABLE_CAP on a vCPU fd. */
+  ENABLE_CAP: 54,
   /** Maximum number of vCPUs. */
   MAX_VCPUS: 66,
+  /** PAPR (sPAPR guest) mode, enabled per vCPU; KVM-HV runs nothing else (`kvmppc_sanity_check`). */
+  PPC_PAPR: 68,
+  /** KVM_GET_ONE_REG / KVM_SET_ONE_REG. */
+  ONE_REG: 70,
   /** KVM_MEM_READONLY memslots. */
   READONLY_MEM: 81,
   /** KVM_CREATE_DEVICE and the device attribute ioctls. */
   DEVICE_CTRL: 89,
   /** KVM_CHECK_EXTENSION works on a VM fd. */
   CHECK_EXTENSION_VM: 105,
+  /** KVM-HV can run radix guests (KVM_PPC_CONFIGURE_V3_MMU with KVM_PPC_MMUV3_RADIX): POWER9+ on a radix host. */
+  PPC_MMU_RADIX: 134,
   /** kvm_run.immediate_exit. */
   IMMEDIATE_EXIT: 136,
   /** The XIVE native exploitation mode device (POWER9+). */
@@ -233,6 +249,9 @@ export const KVM_DEV_TYPE = Object.freeze({
   /** The XIVE native interrupt controller (POWER9+). */
   XIVE: 9,
 });
+
+/** KVM_CREATE_VM machine type on powerpc: force KVM-HV (`KVM_VM_PPC_HV`; 2 would force PR, 0 picks). */
+export const KVM_VM_PPC_HV = 1;
 
 /** KVM_CREATE_DEVICE flag: only test whether the device type could be created. */
 export const KVM_CREATE_DEVICE_TEST = 1;
@@ -251,6 +270,7 @@ export const KVM_EXIT_NAMES: ReadonlyMap<number, string> = new Map([
   [9, 'KVM_EXIT_FAIL_ENTRY'],
   [10, 'KVM_EXIT_INTR'],
   [17, 'KVM_EXIT_INTERNAL_ERROR'],
+  [19, 'KVM_EXIT_PAPR_HCALL'],
   [24, 'KVM_EXIT_SYSTEM_EVENT'],
   [39, 'KVM_EXIT_MEMORY_FAULT'],
 ]);
@@ -264,6 +284,7 @@ export const KVM_EXIT = Object.freeze({
   FAIL_ENTRY: 9,
   INTR: 10,
   INTERNAL_ERROR: 17,
+  PAPR_HCALL: 19,
   MEMORY_FAULT: 39,
 });
 

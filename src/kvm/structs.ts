@@ -5,7 +5,7 @@
  * the uapi headers (`include/uapi/linux/kvm.h`); every u64 is a bigint.
  */
 import { endianness } from 'node:os';
-import { SIZEOF_CREATE_DEVICE, SIZEOF_DEVICE_ATTR, SIZEOF_USERSPACE_MEMORY_REGION } from './ioctls.js';
+import { SIZEOF_CREATE_DEVICE, SIZEOF_DEVICE_ATTR, SIZEOF_ENABLE_CAP, SIZEOF_ONE_REG, SIZEOF_USERSPACE_MEMORY_REGION } from './ioctls.js';
 
 /** Whether this host lays out integers little-endian (x86_64, arm64, ppc64le). */
 export const HOST_LITTLE_ENDIAN = endianness() === 'LE';
@@ -78,8 +78,34 @@ export function createdDeviceFd(buf: Uint8Array, le = HOST_LITTLE_ENDIAN): numbe
   return view(buf).getUint32(4, le);
 }
 
-/** Bytes of `kvm_run` that `decodeRunExit` reads: the header and the first 24 bytes of the exit union. */
-export const KVM_RUN_HEADER_BYTES = 0x38;
+/** Pack a `struct kvm_one_reg` (16 bytes): the register id and the userspace address of its value. */
+export function packOneReg(id: bigint, addr: bigint, le = HOST_LITTLE_ENDIAN): Uint8Array {
+  const buf = new Uint8Array(SIZEOF_ONE_REG);
+  const v = view(buf);
+  v.setBigUint64(0, id, le);
+  v.setBigUint64(8, addr, le);
+  return buf;
+}
+
+/**
+ * Pack a `struct kvm_enable_cap` (104 bytes): u32 cap, u32 flags, u64 args[4], 64 bytes of padding.
+ * @throws RangeError for more than 4 args
+ */
+export function packEnableCap(cap: number, args: readonly bigint[] = [], flags = 0, le = HOST_LITTLE_ENDIAN): Uint8Array {
+  if (args.length > 4) throw new RangeError(`kvm_enable_cap takes at most 4 args, got ${args.length}`);
+  const buf = new Uint8Array(SIZEOF_ENABLE_CAP);
+  const v = view(buf);
+  v.setUint32(0, cap, le);
+  v.setUint32(4, flags, le);
+  args.forEach((a, i) => v.setBigUint64(8 + i * 8, a, le));
+  return buf;
+}
+
+/** Bytes of `kvm_run` that `decodeRunExit` reads: the header and the first 88 bytes of the exit union (all of `papr_hcall`). */
+export const KVM_RUN_HEADER_BYTES = 0x78;
+
+/** `papr_hcall.args` has 9 doublewords: r4–r12 of the guest at its `sc 1`. */
+const PAPR_HCALL_ARGS = 9;
 
 /** Offset of the `kvm_run` exit union. */
 const EXIT_UNION = 0x20;
@@ -114,6 +140,13 @@ export type RunExit = { readonly code: number } & (
       readonly suberror: number;
     }
   | {
+      readonly reason: 'papr-hcall';
+      /** The hypercall number (the guest's r3 at `sc 1`). */
+      readonly nr: bigint;
+      /** The guest's r4–r12 at `sc 1`; the next KVM_RUN writes them back into r4–r12, and `ret` into r3. */
+      readonly args: readonly bigint[];
+    }
+  | {
       readonly reason: 'fail-entry';
       /** Hardware entry failure reason (VMX exit qualification / SVM exit code). */
       readonly hardwareReason: bigint;
@@ -146,6 +179,12 @@ export function decodeRunExit(run: Uint8Array, le = HOST_LITTLE_ENDIAN): RunExit
       };
     case 17: // KVM_EXIT_INTERNAL_ERROR: u32 suberror, u32 ndata, u64 data[16]
       return { code, reason: 'internal-error', suberror: v.getUint32(EXIT_UNION, le) };
+    case 19: {
+      // KVM_EXIT_PAPR_HCALL (powerpc): u64 nr, u64 ret, u64 args[9]
+      const args: bigint[] = [];
+      for (let i = 0; i < PAPR_HCALL_ARGS; i++) args.push(v.getBigUint64(EXIT_UNION + 16 + i * 8, le));
+      return { code, reason: 'papr-hcall', nr: v.getBigUint64(EXIT_UNION, le), args };
+    }
     case 9: // KVM_EXIT_FAIL_ENTRY: u64 hardware_entry_failure_reason
       return { code, reason: 'fail-entry', hardwareReason: v.getBigUint64(EXIT_UNION, le) };
     default:

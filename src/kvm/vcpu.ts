@@ -3,13 +3,17 @@
  * reason is then in the shared `kvm_run` mapping (mmapped from the vCPU fd at offset 0, size
  * KVM_GET_VCPU_MMAP_SIZE), which `run()` decodes. An I/O-port exit's data lies inside that same
  * mapping at `io.data_offset`: `runBytes()` reads it. Register access is per architecture: the
- * x86 codecs live in `x86.ts`.
+ * x86 codecs live in `x86.ts`, the powerpc ones in `ppc.ts`. ONE_REG values travel through a
+ * userspace pointer, so the vCPU keeps a scratch page of its own for them (mapped on first use,
+ * unmapped by `close()`).
  */
 import { RemapError, errnoOf, errnoValue } from '../errors.js';
 import { MAP_SHARED, PROT_READ, PROT_WRITE, type NativeLayer } from '../native/index.js';
 import { KvmFd, hex, kvmError } from './fd.js';
-import { KVM_EXIT, SIZEOF_X86_REGS, SIZEOF_X86_SREGS } from './ioctls.js';
-import { KVM_RUN_HEADER_BYTES, decodeRunExit, type RunExit } from './structs.js';
+import { KVM_EXIT, SIZEOF_PPC_REGS, SIZEOF_X86_REGS, SIZEOF_X86_SREGS } from './ioctls.js';
+import { decodePpcRegs, encodePpcRegs, type PpcRegs } from './ppc.js';
+import { KVM_RUN_HEADER_BYTES, decodeRunExit, packEnableCap, packOneReg, type RunExit } from './structs.js';
+import { UserMemory } from './user-memory.js';
 import {
   decodeX86Regs,
   decodeX86Sregs,
@@ -26,6 +30,7 @@ const EINTR = errnoValue('EINTR');
 export class KvmVcpu extends KvmFd {
   #run: bigint;
   readonly #runSize: bigint;
+  #scratch: UserMemory | undefined;
 
   /**
    * @internal Use `KvmVm.createVcpu`.
@@ -117,12 +122,83 @@ export class KvmVcpu extends KvmFd {
     this.ioctl('KVM_SET_CPUID2', cpuid2.subarray(0, cpuid2Length(cpuid2)));
   }
 
+  /** KVM_GET_REGS (powerpc). @throws RemapError E_KVM if refused or not ppc64 */
+  getPpcRegs(): PpcRegs {
+    this.#ppcOnly('KVM_GET_REGS');
+    const buf = new Uint8Array(SIZEOF_PPC_REGS);
+    this.ioctl('KVM_GET_REGS', buf);
+    return decodePpcRegs(buf);
+  }
+
+  /** KVM_SET_REGS (powerpc); registers not given are set to 0. @throws RemapError E_KVM if refused or not ppc64 */
+  setPpcRegs(regs: Partial<PpcRegs>): void {
+    this.#ppcOnly('KVM_SET_REGS');
+    this.ioctl('KVM_SET_REGS', encodePpcRegs(regs));
+  }
+
+  /**
+   * KVM_GET_ONE_REG (needs KVM_CAP_ONE_REG) of a 64-bit register (`id` carries KVM_REG_SIZE_U64),
+   * in host byte order.
+   * @throws RemapError E_KVM if the kernel refuses (EINVAL: no such register here)
+   */
+  getOneRegU64(id: bigint): bigint {
+    const page = this.#page();
+    page.writeU64(0n, 0n);
+    this.ioctl('KVM_GET_ONE_REG', packOneReg(id, page.addr), `KVM_GET_ONE_REG ${hex(id)}`);
+    return page.readU64(0n);
+  }
+
+  /**
+   * KVM_SET_ONE_REG (needs KVM_CAP_ONE_REG) of a 64-bit register, in host byte order.
+   * @throws RemapError E_KVM if the kernel refuses
+   */
+  setOneRegU64(id: bigint, value: bigint): void {
+    const page = this.#page();
+    page.writeU64(0n, value);
+    this.ioctl('KVM_SET_ONE_REG', packOneReg(id, page.addr), `KVM_SET_ONE_REG ${hex(id)} = ${hex(value)}`);
+  }
+
+  /**
+   * KVM_ENABLE_CAP on the vCPU fd (needs KVM_CAP_ENABLE_CAP), e.g. KVM_CAP_PPC_PAPR.
+   * @throws RemapError E_KVM if the kernel refuses
+   */
+  enableCap(cap: number, args: readonly bigint[] = []): void {
+    this.ioctl('KVM_ENABLE_CAP', packEnableCap(cap, args), `KVM_ENABLE_CAP ${cap}`);
+  }
+
+  #page(): UserMemory {
+    this.#scratch ??= UserMemory.map(this.native, BigInt(this.native.pageSize), `ONE_REG scratch page of ${this.describe()}`);
+    return this.#scratch;
+  }
+
   #x86Only(name: 'KVM_GET_REGS' | 'KVM_SET_REGS'): void {
     // KVM_GET_REGS exists on ppc64 too, with another struct: refuse rather than misdecode.
     if (this.ioctls.arch !== 'x64') throw new RemapError('E_KVM', `${name} with x86_64's struct kvm_regs on ${this.ioctls.arch} (${this.describe()})`);
   }
 
+  #ppcOnly(name: 'KVM_GET_REGS' | 'KVM_SET_REGS'): void {
+    if (this.ioctls.arch !== 'ppc64') throw new RemapError('E_KVM', `${name} with powerpc's struct kvm_regs on ${this.ioctls.arch} (${this.describe()})`);
+  }
+
   protected override releaseResources(): void {
+    // Best effort: release both, report the first failure.
+    const scratch = this.#scratch;
+    this.#scratch = undefined;
+    let first: unknown;
+    try {
+      scratch?.close();
+    } catch (e) {
+      first = e;
+    }
+    try {
+      this.#unmapRun();
+    } catch (e) {
+      first ??= e;
+    }
+    if (first !== undefined) throw first;
+  }
+
+  #unmapRun(): void {
     const run = this.#run;
     this.#run = 0n;
     if (run !== 0n) {

@@ -9,6 +9,7 @@ import type { NativeLayer } from '../native/index.js';
 import { KvmDevice } from './device.js';
 import { KvmFd, hex } from './fd.js';
 import { KVM_CREATE_DEVICE_TEST, requireIoctl } from './ioctls.js';
+import { packPpcMmuv3Cfg } from './ppc.js';
 import { createdDeviceFd, packCreateDevice, packUserMemoryRegion, type UserMemoryRegion } from './structs.js';
 import { KvmVcpu } from './vcpu.js';
 
@@ -101,6 +102,15 @@ export class KvmVm extends KvmFd {
     requireIoctl(this.ioctls, 'KVM_SET_TSS_ADDR');
     this.ioctl('KVM_SET_TSS_ADDR', addr, `KVM_SET_TSS_ADDR ${hex(addr)}`);
   }
+
+  /**
+   * KVM_PPC_CONFIGURE_V3_MMU (powerpc, needs KVM_CAP_PPC_MMU_RADIX or KVM_CAP_PPC_MMU_HASH_V3):
+   * VM-wide, the guest's MMU mode (`flags`: KVM_PPC_MMUV3_RADIX, KVM_PPC_MMUV3_GTSE) and the second
+   * doubleword of its partition table entry (the process table, with PATB_GR for radix).
+   * @throws RemapError E_KVM if refused (EBUSY: switching radix/HPT while a vCPU runs) or not ppc64
+   */
+  configurePpcV3Mmu(flags: bigint, processTable: bigint): void {
+    requireIoctl(this.ioctls, 'KVM_PPC_CONFIGURE_V3_MMU');
+    this.ioctl('KVM_PPC_CONFIGURE_V3_MMU', packPpcMmuv3Cfg(flags, processTable), `KVM_PPC_CONFIGURE_V3_MMU flags ${hex(flags)} process table ${hex(processTable)}`);
+  }
 }
-
-
