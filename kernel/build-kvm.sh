@@ -158,9 +158,12 @@ dpkg-deb --fsys-tarfile "$W"/debs/linux-source-*.deb \
   | tar -x -C "$W/src" --strip-components=1 "linux-source-$SERIES/arch/powerpc/kvm" \
       "linux-source-$SERIES/virt/kvm" "linux-source-$SERIES/arch/powerpc/mm/mmu_decl.h"
 rm -f "$W"/debs/linux-source-*.deb
-# arch/powerpc/kvm/Makefile includes $(srctree)/virt/kvm/Makefile.kvm, which the headers lack.
-mkdir -p "$COMMON/virt/kvm"
-cp "$W/src/virt/kvm/Makefile.kvm" "$COMMON/virt/kvm/"
+# arch/powerpc/kvm/Makefile includes $(srctree)/virt/kvm/Makefile.kvm; out of tree, $(srctree) is
+# the headers, which lack it: include the one beside the sources instead.
+sed -i 's|^include $(srctree)/virt/kvm/Makefile.kvm$|include $(src)/../../../virt/kvm/Makefile.kvm|' \
+  "$W/src/arch/powerpc/kvm/Makefile"
+grep -qF 'include $(src)/../../../virt/kvm/Makefile.kvm' "$W/src/arch/powerpc/kvm/Makefile" \
+  || die "arch/powerpc/kvm/Makefile does not include \$(srctree)/virt/kvm/Makefile.kvm as expected"
 
 if [ -z "$STOCK" ]; then
   dpkg-deb --fsys-tarfile "$W/debs/${KPKG}_"*.deb \

@@ -362,7 +362,7 @@ verdict() {
   local kind=$1 qrc=$2 txt="$RUN/console-$1.txt" summary np nf
   tr -d '\r' < "$RUN/console-$kind.log" > "$txt"
   grep -E '^(ok|not ok) - ' "$txt" || true
-  summary=$(grep -E '^([A-Za-z]+: )?[0-9]+ passed, [0-9]+ failed' "$txt" | tail -1 || true)
+  summary=$(grep -E '^([A-Za-z][A-Za-z0-9_-]*: )?[0-9]+ passed, [0-9]+ failed' "$txt" | tail -1 || true)
   failed() {
     printf 'power9: %s: FAIL: %s\n' "$kind" "$1"
     echo "---- last 40 console lines ($RUN/console-$kind.log) ----" >&2
