@@ -340,5 +340,5 @@ await check('closing the guest, the reference mapping, the region and the device
 });
 
 console.log(`# seconds per check: ${times.join(' ')}; all checks ${((Date.now() - t0) / 1000).toFixed(1)} s after the library's import`);
-console.log(`approach3: ${passed} passed, ${failed} failed`);
+console.log(`approach3-checks: ${passed} passed, ${failed} failed`);
 process.exitCode = failed ? 1 : 0;

@@ -265,5 +265,5 @@ await check('closing the region and the device', () => {
 });
 
 console.log(`# seconds per check: ${times.join(' ')}; all checks ${((Date.now() - t0) / 1000).toFixed(1)} s after the library's import`);
-console.log(`${passed} passed, ${failed} failed`);
+console.log(`guest-checks: ${passed} passed, ${failed} failed`);
 process.exitCode = failed ? 1 : 0;

@@ -18,8 +18,9 @@
 # Environment: XIVE_POWER9_TIMEOUT (boot timeout, s; default 300), XIVE_POWER9_REFRESH=1 (rebuild
 # the base layer), XIVE_POWER9_VERBOSE=1 (stream the guest console to stderr),
 # XIVE_POWER9_KOFFI (npm spec installed for ppc64le; default: the koffi version package-lock.json
-# pins, so the guest runs the same koffi as the host's tests; see README), XIVE_POWER9_CHECKS (a
-# .mjs file run in the guest instead of guest-checks.mjs, for developing checks; in both boots),
+# pins, so the guest runs the same koffi as the host's tests; see README), XIVE_POWER9_CHECKS (one
+# or more .mjs files, space-separated, run in the guest instead of the boot's own list, for developing
+# checks; in both boots),
 # XIVE_POWER9_KERNEL=stock|patched|both (which boots; default both; the guest's checks get it as
 # XIVE_POWER9_KERNEL too).
 set -euo pipefail
@@ -268,10 +269,23 @@ if [ -d "$REPO/dist" ]; then
 else
   say "note: $REPO/dist does not exist (run 'npm run build'); the guest gets no compiled library"
 fi
-CHECKS=${XIVE_POWER9_CHECKS:-$HERE/guest-checks.mjs}
-[ -f "$CHECKS" ] || die "checks script $CHECKS not found"
-cp "$CHECKS" "$S/opt/checks/guest-checks.mjs"
-[ "$CHECKS" = "$HERE/guest-checks.mjs" ] || say "running $CHECKS in the guest instead of guest-checks.mjs"
+# The checks each boot runs, in order, one Node process each (a crash in one cannot hide another's
+# results); each prints its own closing "<name>: N passed, N failed" line, and verdict() wants one
+# per script. approach3-checks.mjs needs a kernel/ patched kvm.ko, so only the patched boot runs it.
+STOCK_CHECKS=(guest-checks.mjs ppc-guest-checks.mjs)
+PATCHED_CHECKS=(guest-checks.mjs ppc-guest-checks.mjs approach3-checks.mjs)
+if [ -n "${XIVE_POWER9_CHECKS:-}" ]; then
+  read -r -a custom <<<"$XIVE_POWER9_CHECKS"
+  STOCK_CHECKS=() PATCHED_CHECKS=()
+  for f in "${custom[@]}"; do
+    [ -f "$f" ] || die "checks script $f not found"
+    cp "$f" "$S/opt/checks/"
+    STOCK_CHECKS+=("$(basename "$f")") PATCHED_CHECKS+=("$(basename "$f")")
+  done
+  say "running ${STOCK_CHECKS[*]} in the guest instead of the boots' own checks"
+else
+  for f in "${PATCHED_CHECKS[@]}"; do cp "$HERE/$f" "$S/opt/checks/"; done
+fi
 cat > "$S/init" <<EOF
 #!/bin/sh
 /bin/busybox --install -s
@@ -294,9 +308,11 @@ kvm_ko=\$(grep '/kvm\.ko\$' /etc/kvm-modules)
 echo "power9-guest: kvm.ko sha256 \$(sha256sum "\$kvm_ko" | cut -c1-16), loaded with taint flags '\$(cat /sys/module/kvm/taint 2>/dev/null)'"
 [ -c /dev/kvm ] && echo "power9-guest: /dev/kvm present" || echo "power9-guest: /dev/kvm missing"
 cd /opt/checks
-echo "power9-guest: uptime \$(cut -d' ' -f1 /proc/uptime) s: running guest-checks.mjs"
-node /opt/checks/guest-checks.mjs 2>&1
-echo "power9-guest: guest-checks exit status \$? (uptime \$(cut -d' ' -f1 /proc/uptime) s)"
+for c in \$(cat /etc/xive-power9-checks); do
+  echo "power9-guest: uptime \$(cut -d' ' -f1 /proc/uptime) s: running \$c"
+  node "/opt/checks/\$c" 2>&1
+  echo "power9-guest: \$c exit status \$? (uptime \$(cut -d' ' -f1 /proc/uptime) s)"
+done
 dmesg | grep -i -E 'kvm|xive' | tail -n 20 | sed 's/^/power9-guest: dmesg: /'
 echo "$END_MARKER"
 sync
@@ -315,6 +331,7 @@ boot_layer() { # KIND -> $RUN/boot-KIND.cpio.gz
   rm -rf "$B"
   mkdir -p "$B/etc"
   echo "$kind" > "$B/etc/xive-power9-kernel"
+  if [ "$kind" = patched ]; then echo "${PATCHED_CHECKS[*]}"; else echo "${STOCK_CHECKS[*]}"; fi > "$B/etc/xive-power9-checks"
   if [ "$kind" = patched ]; then
     mkdir -p "$B/lib/modules/$KREL"
     cp "$PATCHED_KO" "$B/lib/modules/$KREL/kvm.ko"
@@ -362,7 +379,10 @@ verdict() {
   local kind=$1 qrc=$2 txt="$RUN/console-$1.txt" summary np nf
   tr -d '\r' < "$RUN/console-$kind.log" > "$txt"
   grep -E '^(ok|not ok) - ' "$txt" || true
-  summary=$(grep -E '^([A-Za-z][A-Za-z0-9_-]*: )?[0-9]+ passed, [0-9]+ failed' "$txt" | tail -1 || true)
+  local -a scripts
+  if [ "$kind" = patched ]; then scripts=("${PATCHED_CHECKS[@]}"); else scripts=("${STOCK_CHECKS[@]}"); fi
+  # One closing line per script, labelled with the script's name; the boot's figures are their sums.
+  summary=$(grep -E '^[A-Za-z][A-Za-z0-9_-]*: [0-9]+ passed, [0-9]+ failed' "$txt" || true)
   failed() {
     printf 'power9: %s: FAIL: %s\n' "$kind" "$1"
     echo "---- last 40 console lines ($RUN/console-$kind.log) ----" >&2
@@ -373,9 +393,12 @@ verdict() {
   if [ "$qrc" = 124 ] || [ "$qrc" = 137 ]; then
     [ -n "$summary" ] || failed "timed out after ${BOOT_TIMEOUT}s" || return 1
   fi
-  [ -n "$summary" ] || failed "the guest never printed its closing 'N passed, N failed' line" || return 1
-  np=$(grep -oE '[0-9]+ passed' <<<"$summary" | cut -d' ' -f1)
-  nf=$(grep -oE '[0-9]+ failed' <<<"$summary" | cut -d' ' -f1)
+  local s missing=()
+  for s in "${scripts[@]}"; do grep -q "^${s%.mjs}: [0-9]* passed" <<<"$summary" || missing+=("$s"); done
+  [ ${#missing[@]} = 0 ] || failed "no closing 'N passed, N failed' line from ${missing[*]}" || return 1
+  echo "$summary" | sed "s/^/$kind: /"
+  np=$(grep -oE '[0-9]+ passed' <<<"$summary" | awk '{ n += $1 } END { print n + 0 }')
+  nf=$(grep -oE '[0-9]+ failed' <<<"$summary" | awk '{ n += $1 } END { print n + 0 }')
   TOTAL_PASSED=$((TOTAL_PASSED + np))
   echo "$kind: $np passed, $nf failed"
   [ "$nf" = 0 ] || failed "$nf check(s) failed in the guest" || return 1
