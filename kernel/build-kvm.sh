@@ -10,7 +10,7 @@
 #   linux-kbuild-<x.y> (the build host's architecture)           fixdep, modpost, genksyms …
 #   linux-image-<abi>-<flavour>                                  the stock kvm.ko / kvm-hv.ko to compare
 # Packages are fetched with `apt-get download` and unpacked with `dpkg-deb -x`; none is installed.
-# Only the compiler comes from the host: gcc-powerpc64le-linux-gnu on any other architecture
+# Only the compiler comes from the host: gcc-12-powerpc64le-linux-gnu on any other architecture
 # (installed with apt-get if missing), gcc-12 on ppc64el.
 #
 # usage: kernel/build-kvm.sh --kernel-package linux-image-6.1.0-50-powerpc64le [options]
@@ -21,7 +21,8 @@
 #   --stock-modules DIR    a directory with the stock kvm.ko and kvm-hv.ko of that kernel (default:
 #                          taken from the linux-image package)
 #   --patch FILE           default: the one *.patch beside this script
-# The result is cached in $CACHE/kmod-<kernel version>-<first 12 hex digits of the patch's sha256>/
+# The result is cached in $CACHE/kmod-<kernel version>-<first 12 hex digits of the sha256 of the patch
+# and of this script>/ (a change to either builds again)
 # (kvm.ko and a manifest); a cached result costs nothing. The path of kvm.ko is printed on stdout,
 # progress on stderr.
 set -euo pipefail
@@ -67,7 +68,9 @@ if [ -z "$PATCH" ]; then
 fi
 [ -f "$PATCH" ] || die "patch $PATCH not found"
 PATCH_SHA=$(sha256sum "$PATCH" | cut -d' ' -f1)
-OUT="$CACHE/kmod-$KVER-${PATCH_SHA:0:12}"
+# The key covers the patch and how it is built (this script): a change to either builds again.
+BUILD_SHA=$(cat "$PATCH" "${BASH_SOURCE[0]}" | sha256sum | cut -d' ' -f1)
+OUT="$CACHE/kmod-$KVER-${BUILD_SHA:0:12}"
 
 mkdir -p "$CACHE"
 exec 8>"$CACHE/kmod.lock"   # two builders of one cache take turns
@@ -82,7 +85,7 @@ say "building kvm.ko for $KPKG $KVER with $(basename "$PATCH") (sha256 ${PATCH_S
 # --- host tools ---------------------------------------------------------------------------------
 case "$(dpkg --print-architecture)" in
   ppc64el) CROSS=;                       CC_PKG=gcc-12 ;;
-  *)       CROSS=powerpc64le-linux-gnu-; CC_PKG=gcc-powerpc64le-linux-gnu ;;
+  *)       CROSS=powerpc64le-linux-gnu-; CC_PKG=gcc-12-powerpc64le-linux-gnu ;;
 esac
 ensure_host_packages() {
   local p missing=()
@@ -98,7 +101,7 @@ ensure_host_packages() {
   hapt apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null \
     || die "apt-get install ${missing[*]} failed: the patched kvm.ko cannot be built without them"
 }
-ensure_host_packages "$CC_PKG" make xz-utils kmod patch
+ensure_host_packages "$CC_PKG" make xz-utils zstd kmod patch
 command -v "${CROSS}gcc-12" >/dev/null || die "${CROSS}gcc-12 not found (Debian's kernel headers use gcc-12)"
 
 # --- versions -----------------------------------------------------------------------------------
@@ -209,7 +212,15 @@ awk '$3 ~ /kvm\.ko$|arch\/powerpc\/kvm\/kvm$/ { print $1, $2 }' "$M/Module.symve
 [ -s "$W/kvm-exports.crc" ] || die "no exports of kvm.ko in $M/Module.symvers"
 bad=$(crc_mismatches "$W/stock-kvm.crc" "$W/kvm.crc"; crc_mismatches "$W/stock-kvm-hv.crc" "$W/kvm-exports.crc")
 [ -z "$bad" ] || die "symbol CRCs differ from the stock modules' for: $(tr '\n' ' ' <<<"$bad")"
-say "vermagic '$got' and symbol CRCs match the stock kvm.ko ($(wc -l < "$W/kvm-exports.crc") exports checked against kvm-hv.ko)"
+# And as sets: the patch must neither import anything the stock kvm.ko does not (its CRC would go
+# unchecked) nor lose or add an export (the headers' Module.symvers lists the stock kvm.ko's).
+awk '$3 ~ /arch\/powerpc\/kvm\/kvm$/ { print $1, $2 }' "$KDIR/Module.symvers" | sort > "$W/stock-exports.crc"
+[ -s "$W/stock-exports.crc" ] || die "no exports of kvm.ko in $KDIR/Module.symvers"
+sort "$W/kvm-exports.crc" | cmp -s - "$W/stock-exports.crc" \
+  || die "kvm.ko's exports differ from the stock module's (symbols or CRCs): $(sort "$W/kvm-exports.crc" | comm -3 - "$W/stock-exports.crc" | tr -s ' \t\n' ' ')"
+extra=$(awk '{ print $2 }' "$W/kvm.crc" | sort | comm -23 - <(awk '{ print $2 }' "$W/stock-kvm.crc" | sort))
+[ -z "$extra" ] || die "the patched kvm.ko imports symbols the stock one does not: $(tr '\n' ' ' <<<"$extra")"
+say "vermagic '$got' and symbol CRCs match the stock kvm.ko ($(wc -l < "$W/kvm.crc") imports; $(wc -l < "$W/kvm-exports.crc") exports, the same set as the stock module's)"
 
 mkdir -p "$OUT.new"
 cp "$M/kvm.ko" "$OUT.new/kvm.ko"

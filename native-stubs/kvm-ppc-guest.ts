@@ -8,10 +8,11 @@
  * table, which the MMU notifiers invalidate.
  *
  * The guest: radix MMU (KVM_PPC_CONFIGURE_V3_MMU), PAPR mode (KVM-HV runs nothing else), little-
- * endian (MSR.LE, and LPCR.ILE so interrupts are taken little-endian too), hypervisor-privileged
- * real mode (MSR.IR = MSR.DR = 0). In real mode a radix guest's addresses go straight through the
- * partition-scoped table, i.e. through the memslots: no guest page table is needed, and every
- * memslot is reachable (an HPT guest would need its own hash table to reach a second slot).
+ * endian (MSR.LE, and LPCR.ILE so interrupts are taken little-endian too), supervisor-privileged (not
+ * hypervisor: MSR.PR = MSR.HV = 0) real mode (MSR.IR = MSR.DR = 0). In real mode a radix guest's
+ * addresses go straight through the partition-scoped table, i.e. through the memslots: no guest page
+ * table is needed, and every memslot is reachable (an HPT guest would need its own hash table to
+ * reach a second slot).
  * Guest-physical layout:
  *
  *   code slot (owned here)       0x0000–0x1fff exception stubs, 0x2000 the loop, 0x3000 the mailbox

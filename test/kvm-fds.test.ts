@@ -3,6 +3,7 @@
 import { expect } from 'chai';
 import { NativeError, RemapError, errnoOf, errnoValue } from '../src/errors.js';
 import { KVM_API_VERSION, KVM_CAP, KVM_DEV_TYPE, KvmSystem, kvmIoctls } from '../src/kvm/index.js';
+import { KVM_REG_PPC, KVM_REG_SIZE_U32 } from '../src/kvm/ppc.js';
 import { realNative, type NativeLayer } from '../src/native/index.js';
 import { kvmUnusable } from './kvm-fixtures.js';
 
@@ -99,6 +100,17 @@ describe('KVM fd wrappers on a canned native layer', () => {
     const vcpu = KvmSystem.open({ native: n }).createVm().createVcpu(0);
     expect(() => vcpu.getX86Regs()).to.throw(RemapError, /x86_64's struct kvm_regs on ppc64/);
     expect(() => vcpu.getX86Sregs()).to.throw(RemapError, /KVM_GET_SREGS does not exist on ppc64/);
+    vcpu.close();
+  });
+
+  it('refuse a ONE_REG id whose size field is not u64 before any ioctl (the kernel would copy another size)', () => {
+    const p = kvmIoctls('ppc64');
+    const n = canned('ppc64', (c) => (c.request === p.KVM_GET_API_VERSION ? KVM_API_VERSION : 5));
+    const vcpu = KvmSystem.open({ native: n }).createVm().createVcpu(0);
+    const before = n.calls.length;
+    expect(() => vcpu.getOneRegU64(KVM_REG_PPC | KVM_REG_SIZE_U32 | 0xb5n)).to.throw(RangeError, /not a 64-bit register's \(size field 0x2, want 0x3\)/);
+    expect(() => vcpu.setOneRegU64(KVM_REG_PPC | 0xb5n, 1n)).to.throw(RangeError, /size field 0x0/);
+    expect(n.calls.length).to.equal(before);
     vcpu.close();
   });
 });

@@ -431,6 +431,49 @@ describe('XiveKvmDevice: sources and ESB loads (canned ppc64 KVM)', () => {
   });
 });
 
+describe('XiveKvmDevice.pages: the device\'s own sources as a PageSource (canned ppc64 KVM)', () => {
+  it('duplicates the device fd, starts at page offset 4 + 2n, ends at the last interrupt, names sources kvm-xive:n', () => {
+    const n = cannedPpc({ probe: 'ok' });
+    const dev = XiveKvmDevice.open({ nrIrqs: 8, native: n });
+    for (let s = 0; s < 8; s++) dev.setSourceState(s);
+    const src = dev.pages(5, 2);
+    expect(src.offset).to.equal((4n + 2n * 5n) * 0x10000n);
+    expect(src.count).to.equal(2);
+    expect(src.limit).to.equal((4n + 2n * 8n) * 0x10000n);
+    expect([src.nameOf(0), src.nameOf(1)]).to.deep.equal(['kvm-xive:5', 'kvm-xive:6']);
+    expect(src.handle.fd).to.not.equal(dev.fd);
+    const fd = src.handle.fd;
+    src.close();
+    expect(n.closed).to.include(fd);
+    dev.close();
+  });
+
+  it('refuses sources off the device or not configured (a load through them would SIGBUS), and after close', () => {
+    const n = cannedPpc({ probe: 'ok' });
+    const dev = XiveKvmDevice.open({ nrIrqs: 8, native: n });
+    dev.setSourceState(6);
+    dev.setSourceState(7);
+    expectRemapError(() => dev.pages(7, 2), 'E_IRQ_RANGE');
+    const err = expectRemapError(() => dev.pages(5, 2), 'E_IRQ_RANGE');
+    expect(err.message).to.match(/source 5 was not configured.*SIGBUS/);
+    expect(dev.pages(6, 2).count).to.equal(2);
+    dev.close();
+    expectRemapError(() => dev.pages(6), 'E_CLOSED');
+  });
+
+  it('turns a failed dup into E_KVM with the errno as cause', () => {
+    const n = cannedPpc({ probe: 'ok' });
+    const dev = XiveKvmDevice.open({ nrIrqs: 8, native: n });
+    dev.setSourceState(1);
+    n.dupCloexec = () => {
+      throw new NativeError('fcntl', errnoValue('EMFILE'));
+    };
+    const err = expectRemapError(() => dev.pages(1), 'E_KVM');
+    expect(err.cause).to.be.instanceOf(NativeError);
+    dev.close();
+  });
+});
+
 describe('XiveKvmDevice.open on this host', () => {
   before(function () {
     if (osArch() === 'ppc64') this.skip(); // the in-guest checks (native-stubs/power9) cover POWER

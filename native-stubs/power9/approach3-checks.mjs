@@ -139,7 +139,7 @@ await check("EsbController.open(dev, { mode: 'auto' }) picks overlay: one mappin
 });
 
 await check(`all ${NR_IRQS} sources configured (KVM_DEV_XIVE_GRP_SOURCE); random PQ states set through a reference mapping read back through the region`, () => {
-  const dev = need(st.esb && st.dev, 'the region');
+  const dev = need(st.esb ? st.dev : undefined, 'the region');
   for (let s = 0; s < NR_IRQS; s++) dev.setSourceState(s);
   // The reference: a second region on the same device, kernel-managed so that nothing is ever mapped
   // over it: the whole ESB range mapped once more, at another address, never split.
@@ -153,7 +153,7 @@ await check(`all ${NR_IRQS} sources configured (KVM_DEV_XIVE_GRP_SOURCE); random
 
 // --- attach / attachRange / detach / detachRange, one by one -------------------------------------
 await check('attach(3, dev.pages(40)): interrupt 3 reads source 40; 2 and 4 still read their own; backingOf says kvm-xive:40', () => {
-  const { dev, esb } = need(st.ref && st, 'the reference mapping');
+  const { dev, esb } = need(st.ref ? st : undefined, 'the reference mapping');
   setTruth(3, 0); setTruth(40, 3); setTruth(2, 1); setTruth(4, 2);
   const src = dev.pages(40);
   esb.attach(3, src);
@@ -168,7 +168,7 @@ await check('attach(3, dev.pages(40)): interrupt 3 reads source 40; 2 and 4 stil
 });
 
 await check('a SET_PQ load through interrupt 3 changes source 40 and leaves source 3 alone', () => {
-  const { dev, esb } = need(st.esb.runs().length === 1 && st, 'attach(3)');
+  const { dev, esb } = need(st.esb?.runs().length === 1 ? st : undefined, 'attach(3)');
   const old = dev.esbSetPq(esb.memslot.userspaceAddr, 3, 1);
   assert.equal(old, 3, 'the old PQ returned is source 40\'s');
   model.pq[40] = 1;
@@ -178,7 +178,7 @@ await check('a SET_PQ load through interrupt 3 changes source 40 and leaves sour
 });
 
 await check('the model check can fail: told that source 41 backs interrupt 3 (source 40 does), it reports the misroute', () => {
-  need(st.esb.runs().length === 1 && st, 'attach(3)');
+  need(st.esb?.runs().length === 1 ? st : undefined, 'attach(3)');
   setTruth(40, 2); setTruth(41, 1);
   model.backing[3] = 41;
   try {
@@ -218,7 +218,7 @@ await check('detach(3) and detachRange(8, 4) put the IPI pages back: every inter
 
 // --- random operations against the model ----------------------------------------------------------
 await check(`${OPS} random operations (seed ${SEED}), each checked by ${NR_IRQS} ESB_GET loads through the region against the model`, () => {
-  const { dev, esb } = need(st.ref && st, 'the reference mapping');
+  const { dev, esb } = need(st.ref ? st : undefined, 'the reference mapping');
   const counts = { attach: 0, attachRange: 0, detach: 0, detachRange: 0, refused: 0, setPq: 0 };
   let maxVmas = 0, maxRuns = 0, loads = 0;
   for (let op = 0; op < OPS; op++) {
@@ -285,7 +285,7 @@ await check(`${OPS} random operations (seed ${SEED}), each checked by ${NR_IRQS}
 
 // --- the guest's view -------------------------------------------------------------------------------
 await check('a KVM-HV guest reading the region through one memslot sees each attach, attachRange, detach and detachRange on its next load; the memslot is registered once', () => {
-  const { dev, esb } = need(st.ref && st, 'the region');
+  const { dev, esb } = need(st.ref ? st : undefined, 'the region');
   const why = stubs.KvmPpcGuest.usable();
   if (why) throw new Error(`skipped: ${why}`);
   const g = dev.geometry;

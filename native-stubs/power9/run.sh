@@ -9,7 +9,7 @@
 # Layers, all under ${XDG_CACHE_HOME:-$HOME/.cache}/xive-remap-power9/:
 #   apt/        private apt state for ppc64el (never touches the system's apt or dpkg state)
 #   base/       vmlinux + base.cpio.gz (busybox, Node 18 + libs, kvm modules, koffi) — built once
-#   kmod-<kernel version>-<patch sha256, 12 digits>/
+#   kmod-<kernel version>-<sha256 of the patch and kernel/build-kvm.sh, 12 digits>/
 #               the patched kvm.ko (kernel/build-kvm.sh) — built once per kernel and patch
 #   run/        pkg.cpio.gz (library package.json + dist, checks, /init), boot-<kind>.cpio.gz
 #               (which kernel; the patched kvm.ko), console-stock.log, console-patched.log —
@@ -326,26 +326,27 @@ rm -rf "$S"
 # --- 4c. boot layer: which kernel this boot is ---------------------------------------------------
 # The kernel unpacks concatenated archives in order and a later file replaces an earlier one of the
 # same path: the patched kvm.ko takes the place of base's, so /etc/kvm-modules stays as it is.
+# boot() runs as `boot … || rc=1`, where bash ignores `set -e`: every step that can fail says so itself.
 boot_layer() { # KIND -> $RUN/boot-KIND.cpio.gz
   local kind=$1 B="$RUN/boot-$1"
   rm -rf "$B"
-  mkdir -p "$B/etc"
-  echo "$kind" > "$B/etc/xive-power9-kernel"
-  if [ "$kind" = patched ]; then echo "${PATCHED_CHECKS[*]}"; else echo "${STOCK_CHECKS[*]}"; fi > "$B/etc/xive-power9-checks"
+  mkdir -p "$B/etc" || return 1
+  echo "$kind" > "$B/etc/xive-power9-kernel" || return 1
+  if [ "$kind" = patched ]; then echo "${PATCHED_CHECKS[*]}"; else echo "${STOCK_CHECKS[*]}"; fi > "$B/etc/xive-power9-checks" || return 1
   if [ "$kind" = patched ]; then
-    mkdir -p "$B/lib/modules/$KREL"
-    cp "$PATCHED_KO" "$B/lib/modules/$KREL/kvm.ko"
+    mkdir -p "$B/lib/modules/$KREL" && cp "$PATCHED_KO" "$B/lib/modules/$KREL/kvm.ko" || return 1
   fi
-  (cd "$B" && find . -mindepth 1 | LC_ALL=C sort | cpio -o -H newc -R 0:0 --quiet) | gzip -1 > "$B.cpio.gz"
+  (cd "$B" && find . -mindepth 1 | LC_ALL=C sort | cpio -o -H newc -R 0:0 --quiet) | gzip -1 > "$B.cpio.gz" || return 1
   rm -rf "$B"
 }
 
 # --- 5. boot --------------------------------------------------------------------------------------
 boot() { # KIND: boots once, console in $RUN/console-KIND.log
   local kind=$1 log="$RUN/console-$1.log"
-  boot_layer "$kind"
+  boot_layer "$kind" || { printf 'power9: %s: FAIL: could not build the boot layer\n' "$kind"; TOTAL_FAILED=$((TOTAL_FAILED + 1)); return 1; }
   # The run layer is small and comes after the base; this boot's layer comes last.
-  cat "$BASE/base.cpio.gz" "$RUN/pkg.cpio.gz" "$RUN/boot-$kind.cpio.gz" > "$RUN/initrd"
+  cat "$BASE/base.cpio.gz" "$RUN/pkg.cpio.gz" "$RUN/boot-$kind.cpio.gz" > "$RUN/initrd" \
+    || { printf 'power9: %s: FAIL: could not write the initrd\n' "$kind"; TOTAL_FAILED=$((TOTAL_FAILED + 1)); return 1; }
   say "$kind: booting powernv9 (TCG) with $(manifest kernel_package) — timeout ${BOOT_TIMEOUT}s, console: $log"
   timeout -k 10 "$BOOT_TIMEOUT" "$QEMU" -machine powernv9 -accel tcg -smp 1 -m 2G -nographic \
     -bios "$SKIBOOT" -kernel "$BASE/vmlinux" -initrd "$RUN/initrd" \
@@ -393,9 +394,14 @@ verdict() {
   if [ "$qrc" = 124 ] || [ "$qrc" = 137 ]; then
     [ -n "$summary" ] || failed "timed out after ${BOOT_TIMEOUT}s" || return 1
   fi
-  local s missing=()
-  for s in "${scripts[@]}"; do grep -q "^${s%.mjs}: [0-9]* passed" <<<"$summary" || missing+=("$s"); done
-  [ ${#missing[@]} = 0 ] || failed "no closing 'N passed, N failed' line from ${missing[*]}" || return 1
+  local s missing=() bad=()
+  for s in "${scripts[@]}"; do
+    grep -q "^${s%.mjs}: [1-9][0-9]* passed" <<<"$summary" || missing+=("$s")
+    # A script that crashed after its closing line, or set a failing exit status, fails the boot too.
+    grep -q "^power9-guest: $s exit status 0 " "$txt" || bad+=("$s")
+  done
+  [ ${#missing[@]} = 0 ] || failed "no closing 'N passed, N failed' line with at least one check passed from ${missing[*]}" || return 1
+  [ ${#bad[@]} = 0 ] || failed "non-zero exit status from ${bad[*]}" || return 1
   echo "$summary" | sed "s/^/$kind: /"
   np=$(grep -oE '[0-9]+ passed' <<<"$summary" | awk '{ n += $1 } END { print n + 0 }')
   nf=$(grep -oE '[0-9]+ failed' <<<"$summary" | awk '{ n += $1 } END { print n + 0 }')

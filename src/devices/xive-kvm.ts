@@ -298,14 +298,22 @@ export class XiveKvmDevice implements EsbDevice {
    * The ESB pages of this device's own sources [irq, irq+count), as a `PageSource` to attach over
    * other guest interrupts: a real passthrough interrupt's pages stand-in, made of real ESB pages of
    * real sources. It needs a kernel whose contract is 'per-irq-offsets' to be mapped anywhere but
-   * at the region's own offsets. Holds its own duplicate of the device fd.
-   * @throws RemapError E_IRQ_RANGE if the sources are not all on the device; E_CLOSED after close();
-   *   E_KVM if the fd cannot be duplicated
+   * at the region's own offsets. Holds its own duplicate of the device fd. Every source must have
+   * been configured (`setSourceState`): a load through a guest interrupt reaches the attached
+   * source's page, and the kernel answers a load from an unconfigured source with SIGBUS, so
+   * `esbGet` of that guest interrupt would be safe only in name.
+   * @throws RemapError E_IRQ_RANGE if the sources are not all on the device or one is not configured;
+   *   E_CLOSED after close(); E_KVM if the fd cannot be duplicated
    */
   pages(irq: number, count = 1): PageSource {
     const op = `XiveKvmDevice.pages(${show(irq)}, ${show(count)})`;
     this.#checkOpen(op);
     checkIrqRange(op, irq, count, this.nrIrqs, 'source');
+    for (let s = irq; s < irq + count; s++) {
+      if (!this.#configured.has(s)) {
+        throw new RemapError('E_IRQ_RANGE', `${op}: source ${s} was not configured with setSourceState; a load through the interrupt it backs would SIGBUS`);
+      }
+    }
     let fd: number;
     try {
       fd = this.#native.dupCloexec(this.#device.fd);

@@ -53,6 +53,8 @@ export const LPCR = Object.freeze({
 export const KVM_REG_PPC = 0x1000000000000000n;
 /** ONE_REG size field: a 64-bit register. */
 export const KVM_REG_SIZE_U64 = 0x0030000000000000n;
+/** The ONE_REG id's size field (bits 52–55: log2 of the register's bytes). */
+export const KVM_REG_SIZE_MASK = 0x00f0000000000000n;
 /** ONE_REG size field: a 32-bit register. */
 export const KVM_REG_SIZE_U32 = 0x0020000000000000n;
 /** `KVM_REG_PPC_LPCR_64`: the whole 64-bit LPCR (the 32-bit `KVM_REG_PPC_LPCR` keeps the top half). */

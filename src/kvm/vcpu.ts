@@ -11,7 +11,7 @@ import { RemapError, errnoOf, errnoValue } from '../errors.js';
 import { MAP_SHARED, PROT_READ, PROT_WRITE, type NativeLayer } from '../native/index.js';
 import { KvmFd, hex, kvmError } from './fd.js';
 import { KVM_EXIT, SIZEOF_PPC_REGS, SIZEOF_X86_REGS, SIZEOF_X86_SREGS } from './ioctls.js';
-import { decodePpcRegs, encodePpcRegs, type PpcRegs } from './ppc.js';
+import { KVM_REG_SIZE_MASK, KVM_REG_SIZE_U64, decodePpcRegs, encodePpcRegs, type PpcRegs } from './ppc.js';
 import { KVM_RUN_HEADER_BYTES, decodeRunExit, packEnableCap, packOneReg, type RunExit } from './structs.js';
 import { UserMemory } from './user-memory.js';
 import {
@@ -139,9 +139,10 @@ export class KvmVcpu extends KvmFd {
   /**
    * KVM_GET_ONE_REG (needs KVM_CAP_ONE_REG) of a 64-bit register (`id` carries KVM_REG_SIZE_U64),
    * in host byte order.
-   * @throws RemapError E_KVM if the kernel refuses (EINVAL: no such register here)
+   * @throws RangeError if `id` is not a 64-bit register's; RemapError E_KVM if the kernel refuses (EINVAL: no such register here)
    */
   getOneRegU64(id: bigint): bigint {
+    checkU64Reg(id);
     const page = this.#page();
     page.writeU64(0n, 0n);
     this.ioctl('KVM_GET_ONE_REG', packOneReg(id, page.addr), `KVM_GET_ONE_REG ${hex(id)}`);
@@ -150,9 +151,10 @@ export class KvmVcpu extends KvmFd {
 
   /**
    * KVM_SET_ONE_REG (needs KVM_CAP_ONE_REG) of a 64-bit register, in host byte order.
-   * @throws RemapError E_KVM if the kernel refuses
+   * @throws RangeError if `id` is not a 64-bit register's; RemapError E_KVM if the kernel refuses
    */
   setOneRegU64(id: bigint, value: bigint): void {
+    checkU64Reg(id);
     const page = this.#page();
     page.writeU64(0n, value);
     this.ioctl('KVM_SET_ONE_REG', packOneReg(id, page.addr), `KVM_SET_ONE_REG ${hex(id)} = ${hex(value)}`);
@@ -208,5 +210,12 @@ export class KvmVcpu extends KvmFd {
         throw kvmError(`unmapping kvm_run of ${this.describe()}`, e);
       }
     }
+  }
+}
+
+/** The kernel copies as many bytes as the id's size field says: only a u64 id fits the u64 read/written here. */
+function checkU64Reg(id: bigint): void {
+  if ((id & KVM_REG_SIZE_MASK) !== KVM_REG_SIZE_U64) {
+    throw new RangeError(`ONE_REG id 0x${id.toString(16)} is not a 64-bit register's (size field 0x${((id & KVM_REG_SIZE_MASK) >> 52n).toString(16)}, want 0x3)`);
   }
 }
