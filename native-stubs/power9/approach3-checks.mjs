@@ -22,26 +22,8 @@
 
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
+import { check, need, hex, finish } from './check-harness.mjs';
 
-// --- tiny TAP-like harness (as guest-checks.mjs) -------------------------------------------------
-let passed = 0, failed = 0;
-const t0 = Date.now();
-const times = [];
-async function check(name, fn) {
-  const t = Date.now();
-  try {
-    const note = await fn();
-    passed++;
-    console.log(`ok - ${name}${note ? ` (${note})` : ''}`);
-  } catch (err) {
-    failed++;
-    const msg = String(err && err.message ? err.message : err).split('\n')[0];
-    console.log(`not ok - ${name}: ${msg}`);
-  }
-  times.push(((Date.now() - t) / 1000).toFixed(1));
-}
-const need = (value, what) => { if (value === undefined || value === null) throw new Error(`skipped: needs ${what}`); return value; };
-const hex = (v) => `0x${v.toString(16)}`;
 
 const lib = await import('xive-remap');
 const stubs = await import('xive-remap/native-stubs');
@@ -339,6 +321,4 @@ await check('closing the guest, the reference mapping, the region and the device
   assert.equal(st.esb.closed, true);
 });
 
-console.log(`# seconds per check: ${times.join(' ')}; all checks ${((Date.now() - t0) / 1000).toFixed(1)} s after the library's import`);
-console.log(`approach3-checks: ${passed} passed, ${failed} failed`);
-process.exitCode = failed ? 1 : 0;
+finish('approach3-checks');

@@ -17,27 +17,8 @@ import { createRequire } from 'node:module';
 import { endianness } from 'node:os';
 import { dirname, join } from 'node:path';
 import { pathToFileURL } from 'node:url';
+import { check, need, detail, hex, finish } from './check-harness.mjs';
 
-// --- tiny TAP-like harness ---------------------------------------------------------------------
-let passed = 0, failed = 0;
-const t0 = Date.now();
-const times = [];
-async function check(name, fn) {
-  const t = Date.now();
-  try {
-    const note = await fn();
-    passed++;
-    console.log(`ok - ${name}${note ? ` (${note})` : ''}`);
-  } catch (err) {
-    failed++;
-    const msg = String(err && err.message ? err.message : err).split('\n')[0];
-    console.log(`not ok - ${name}: ${msg}`);
-  }
-  times.push(((Date.now() - t) / 1000).toFixed(1));
-}
-const need = (value, what) => { if (value === undefined || value === null) throw new Error(`skipped: needs ${what}`); return value; };
-const detail = (text) => { for (const line of String(text).trimEnd().split('\n')) console.log(`# ${line}`); };
-const hex = (v) => `0x${v.toString(16)}`;
 
 // Which kernel run.sh booted (XIVE_POWER9_KERNEL, set by /init): 'patched' is kvm.ko with kernel/'s
 // patch, whose XIVE device maps each interrupt at its own offset; anything else is upstream's.
@@ -264,6 +245,4 @@ await check('closing the region and the device', () => {
   assert.equal(st.dev.closed, true);
 });
 
-console.log(`# seconds per check: ${times.join(' ')}; all checks ${((Date.now() - t0) / 1000).toFixed(1)} s after the library's import`);
-console.log(`guest-checks: ${passed} passed, ${failed} failed`);
-process.exitCode = failed ? 1 : 0;
+finish('guest-checks');

@@ -14,27 +14,8 @@
 // load here, by the host or by the guest, goes to a source configured first (KVM_DEV_XIVE_GRP_SOURCE).
 
 import assert from 'node:assert/strict';
+import { check, need, hex, finish } from './check-harness.mjs';
 
-// --- tiny TAP-like harness (as guest-checks.mjs) -------------------------------------------------
-let passed = 0, failed = 0;
-const t0 = Date.now();
-const times = [];
-async function check(name, fn) {
-  const t = Date.now();
-  try {
-    const note = await fn();
-    passed++;
-    console.log(`ok - ${name}${note ? ` (${note})` : ''}`);
-  } catch (err) {
-    failed++;
-    const msg = String(err && err.message ? err.message : err).split('\n')[0];
-    console.log(`not ok - ${name}: ${msg}`);
-  }
-  times.push(((Date.now() - t) / 1000).toFixed(1));
-}
-const need = (value, what) => { if (value === undefined || value === null) throw new Error(`skipped: needs ${what}`); return value; };
-const detail = (text) => { for (const line of String(text).trimEnd().split('\n')) console.log(`# ${line}`); };
-const hex = (v) => `0x${v.toString(16)}`;
 const st = {}; // state shared between checks
 
 await check("import('xive-remap') and import('xive-remap/native-stubs') give KvmPpcGuest; usable() is null", async () => {
@@ -212,6 +193,4 @@ await check('closing the guest, the region, the device and the VM', () => {
   st.sys.close();
 });
 
-console.log(`# seconds per check: ${times.join(' ')}; all checks ${((Date.now() - t0) / 1000).toFixed(1)} s after start`);
-console.log(`ppc-guest-checks: ${passed} passed, ${failed} failed`);
-process.exitCode = failed ? 1 : 0;
+finish('ppc-guest-checks');

@@ -286,6 +286,7 @@ if [ -n "${XIVE_POWER9_CHECKS:-}" ]; then
 else
   for f in "${PATCHED_CHECKS[@]}"; do cp "$HERE/$f" "$S/opt/checks/"; done
 fi
+cp "$HERE/check-harness.mjs" "$S/opt/checks/"   # what the scripts import their check() from
 cat > "$S/init" <<EOF
 #!/bin/sh
 /bin/busybox --install -s
