@@ -249,7 +249,9 @@ export class KvmPpcGuest {
    * region slot (once), create the vCPU in PAPR mode with LPCR.ILE set, ready for `read64`.
    * @throws RangeError for a region that is empty, misaligned, misplaced or past 2^52, or `slots` without `vm`
    * @throws RemapError E_DEVICE_UNAVAILABLE off ppc64, without /dev/kvm or a capability the guest
-   *   needs; E_KVM when KVM refuses a step (the VM, a memslot, the vCPU, a register)
+   *   needs; E_KVM when KVM refuses a step (the VM, a memslot, the vCPU, a register). After a
+   *   failure on a caller's `vm`, the memslots it added are removed, but the VM keeps the radix MMU
+   *   setting and, if it was created, the vCPU (KVM cannot destroy one): retry with another `vcpuId`.
    */
   static create(opts: KvmPpcGuestOptions): KvmPpcGuest {
     const native = opts.native ?? realNative;
