@@ -56,6 +56,7 @@ import {
   UserMemory,
   hex,
   kvmExitName,
+  unwind,
   type KvmVcpu,
   type KvmVm,
   type Memslot,
@@ -308,13 +309,7 @@ export class KvmPpcGuest {
 
       return new KvmPpcGuest(native, system, theVm, vcpu, code, slots, codeSlot, region);
     } catch (e) {
-      for (const f of undo.reverse()) {
-        try {
-          f();
-        } catch {
-          // best effort: the first error is the one to report
-        }
-      }
+      unwind(undo);
       throw e;
     }
   }
@@ -342,9 +337,7 @@ export class KvmPpcGuest {
    */
   remapRegion(userspaceAddr: bigint): void {
     if (this.#closed) throw new RemapError('E_CLOSED', 'KvmPpcGuest is closed');
-    const { guestPhysAddr, size } = this.#region;
-    this.#slots.remove(this.#region.slot);
-    this.#region = this.#slots.add({ guestPhysAddr, size, userspaceAddr });
+    this.#region = this.#slots.move(this.#region.slot, userspaceAddr);
   }
 
   /**

@@ -38,6 +38,7 @@ import {
   UserMemory,
   hex,
   kvmExitName,
+  unwind,
   type KvmVcpu,
   type KvmVm,
   type KvmStatDesc,
@@ -283,13 +284,7 @@ export class KvmX86Guest {
       guest.#resetNeeded = true;
       return guest;
     } catch (e) {
-      for (const f of undo.reverse()) {
-        try {
-          f();
-        } catch {
-          // best effort: the first error is the one to report
-        }
-      }
+      unwind(undo);
       throw e;
     }
   }
@@ -317,9 +312,7 @@ export class KvmX86Guest {
    */
   remapRegion(userspaceAddr: bigint): void {
     if (this.#closed) throw new RemapError('E_CLOSED', 'KvmX86Guest is closed');
-    const { guestPhysAddr, size } = this.#region;
-    this.#slots.remove(this.#region.slot);
-    this.#region = this.#slots.add({ guestPhysAddr, size, userspaceAddr });
+    this.#region = this.#slots.move(this.#region.slot, userspaceAddr);
   }
 
   /**

@@ -87,6 +87,16 @@ describe(`MemslotTable on a real VM${unusable ? ` (skipped: ${unusable})` : ''}`
     expect(t.slots.map((m) => m.slot)).to.deep.equal([0, 1]);
   });
 
+  it('moves a slot to another host range with two calls (delete, re-add at the same guest range and flags)', () => {
+    const t = MemslotTable.open(vm);
+    const a = t.add({ guestPhysAddr: 1n << 30n, size: 4n * ps, userspaceAddr: mem.addr });
+    const moved = t.move(a.slot, mem.addr + 8n * ps);
+    expect(moved).to.deep.equal({ slot: a.slot, guestPhysAddr: 1n << 30n, size: 4n * ps, userspaceAddr: mem.addr + 8n * ps, flags: 0 });
+    expect(t.updates(a.slot)).to.equal(3);
+    expect(t.get(a.slot)).to.equal(moved);
+    expect(() => t.move(9, mem.addr)).to.throw(RangeError);
+  });
+
   it('turns an overlap (EEXIST) into E_KVM naming the slot and range, and gives the id back', () => {
     const t = MemslotTable.open(vm);
     t.add({ guestPhysAddr: 0x10_0000n, size: 4n * ps, userspaceAddr: mem.addr });

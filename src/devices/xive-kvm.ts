@@ -26,7 +26,7 @@
 import { RemapError, errnoName, errnoOf, errnoValue } from '../errors.js';
 import type { DeviceContract, EsbDevice, IpiPages } from '../device.js';
 import { MAX_IRQS, esbGeometry, type EsbGeometry } from '../geometry.js';
-import { KVM_CAP, KVM_DEV_TYPE, KvmSystem, UserMemory, isKvmArch, kvmError, type KvmDevice, type KvmVm } from '../kvm/index.js';
+import { KVM_CAP, KVM_DEV_TYPE, KvmSystem, UserMemory, isKvmArch, kvmError, unwind, type KvmDevice, type KvmVm } from '../kvm/index.js';
 import { HOST_LITTLE_ENDIAN } from '../kvm/structs.js';
 import { MAP_SHARED, PROT_READ, PROT_WRITE, realNative, type NativeLayer } from '../native/index.js';
 import { PageSource, SharedFd } from '../source.js';
@@ -214,15 +214,6 @@ export class XiveKvmDevice implements EsbDevice {
       throw new RemapError('E_KVM', `${op}: nrServers ${show(nrServers)} is not a positive 32-bit integer`);
     }
     const cleanup: (() => void)[] = [];
-    const undo = (): void => {
-      for (const f of cleanup.reverse()) {
-        try {
-          f();
-        } catch {
-          /* best effort: the first error is the one to report */
-        }
-      }
-    };
     try {
       const { system, vm } = checkHost(op, native, options.vm);
       let theVm = vm;
@@ -240,7 +231,7 @@ export class XiveKvmDevice implements EsbDevice {
       const contract = probeXiveContract(native, device.fd, g);
       return new XiveKvmDevice(device, owned, system !== null, options.nrIrqs, g, contract, native);
     } catch (e) {
-      undo();
+      unwind(cleanup);
       throw e;
     }
   }

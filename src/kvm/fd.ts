@@ -19,6 +19,20 @@ export function kvmError(doing: string, cause: unknown, hint = ''): RemapError {
   return new RemapError('E_KVM', `${doing} failed${errno}${hint ? ` (${hint})` : ''}`, { cause });
 }
 
+/**
+ * Undo what a failed constructor built, last step first, best effort: a step that throws is
+ * skipped, because the error that made us undo is the one to report.
+ */
+export function unwind(steps: (() => void)[]): void {
+  for (const step of steps.reverse()) {
+    try {
+      step();
+    } catch {
+      // best effort: the first error is the one to report
+    }
+  }
+}
+
 /** `0x…` for a bigint or number. */
 export function hex(v: bigint | number): string {
   return `0x${v.toString(16)}`;

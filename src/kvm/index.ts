@@ -9,7 +9,7 @@ export * from './ioctls.js';
 export * from './structs.js';
 export * from './x86.js';
 export * from './ppc.js';
-export { KvmFd, kvmError, hex } from './fd.js';
+export { KvmFd, kvmError, hex, unwind } from './fd.js';
 export { UserMemory } from './user-memory.js';
 export { KvmSystem, type KvmSystemOptions } from './system.js';
 export { KvmVm, describeMemslot } from './vm.js';

@@ -186,6 +186,19 @@ export class MemslotTable {
     this.#ids.free(slot);
   }
 
+  /**
+   * Approach 2 of seeds/004: back the same guest range by another host range — delete the slot
+   * (size 0), then add it again with the same guest address, size and flags (under the lowest free
+   * id). Two KVM_SET_USER_MEMORY_REGION calls. Returns the new slot.
+   * @throws RangeError if the table has no such slot; RemapError E_KVM if the kernel refuses either call
+   */
+  move(slot: number, userspaceAddr: bigint): Memslot {
+    const m = this.#slots.get(slot);
+    if (!m) throw new RangeError(`memslot ${slot} is not registered in this table`);
+    this.remove(slot);
+    return this.add({ guestPhysAddr: m.guestPhysAddr, size: m.size, userspaceAddr, flags: m.flags });
+  }
+
   /** `slot 3 (guest 0x…+0x… <- host 0x…)`, for messages. @throws RangeError if no such slot */
   describe(slot: number): string {
     const m = this.#slots.get(slot);
