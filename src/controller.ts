@@ -32,7 +32,7 @@ import type { DeviceContract, EsbDevice, IpiPages } from './device.js';
 import { sameLayout, type EsbGeometry } from './geometry.js';
 import { realNative, MAP_FIXED, MAP_SHARED, PROT_READ, PROT_WRITE, type NativeLayer } from './native/index.js';
 import { PageSource, checkFits } from './source.js';
-import { checkIrq, checkIrqRange, show } from './validate.js';
+import { checkIrq, checkIrqRange, describeThrown, show } from './validate.js';
 import { VmaBudget, systemMaxMapCount } from './vma-budget.js';
 import { NotifierHub, notifierName, type EsbNotifier, type NotifierHandle, type PendingChange, type Pin, type PinInfo, type RegisterOptions } from './notifiers.js';
 import { tableVmas, traceAttach, traceDetach, traceFailure, type ControllerStats } from './tracing.js';
@@ -168,6 +168,8 @@ export class EsbController {
   readonly #mergeable: boolean;
   readonly #deviceName: string;
   #ipi: IpiPages | null;
+  /** `closing`: close() delivered destroy but its munmap failed; everything needed to retry is kept. */
+  #state: 'open' | 'closing' | 'closed' = 'open';
   #runs: readonly Run[] = [];
   #busy = false;
   readonly #budget: VmaBudget;
@@ -176,7 +178,7 @@ export class EsbController {
   /** Notifiers and pins (src/notifiers.ts); null until the first register, so the hot path pays one null check. */
   #hub: NotifierHub | null = null;
 
-  private constructor(device: EsbDevice, ipi: IpiPages, memslot: Memslot, mode: 'overlay' | 'kernel-managed', native: NativeLayer, vmaLimit: number) {
+  private constructor(device: DeviceSnapshot, ipi: IpiPages, memslot: Memslot, mode: 'overlay' | 'kernel-managed', native: NativeLayer, vmaLimit: number, limitSource: string) {
     this.memslot = Object.freeze(memslot);
     this.nrIrqs = device.nrIrqs;
     this.geometry = device.geometry;
@@ -186,7 +188,7 @@ export class EsbController {
     this.#mergeable = device.mergeable;
     this.#deviceName = device.name;
     this.#ipi = ipi;
-    this.#budget = new VmaBudget(native, vmaLimit, memslot.userspaceAddr, memslot.userspaceAddr + memslot.size);
+    this.#budget = new VmaBudget(native, vmaLimit, memslot.userspaceAddr, memslot.userspaceAddr + memslot.size, limitSource);
   }
 
   /**
@@ -195,33 +197,36 @@ export class EsbController {
    *   E_GEOMETRY if the device's layout does not fit the host page; E_MAP if the mmap fails
    */
   static open(device: EsbDevice, options: OpenOptions = {}): EsbController {
-    const native = options.native ?? realNative;
-    const asked = options.mode ?? 'auto';
-    const op = `EsbController.open(${device?.name ?? show(device)})`;
-    if (typeof device !== 'object' || device === null || typeof device.openIpiPages !== 'function' || !device.geometry) {
+    // Everything the caller handed in is read once, here: a getter that throws (or a Proxy that
+    // lies) becomes a RemapError before anything is mapped, and nothing is read twice.
+    const dev = snapshotDevice(device);
+    const op = `EsbController.open(${dev?.name ?? show(device)})`;
+    if (dev === null) {
       throw new RemapError('E_DEVICE_UNAVAILABLE', `${op}: not an EsbDevice (a XiveKvmDevice, a FakeXiveDevice or another implementation of the interface)`);
     }
-    if (options.vmaLimit !== undefined && !(Number.isInteger(options.vmaLimit) && options.vmaLimit > 0)) {
-      throw new RemapError('E_VMA_BUDGET', `${op}: vmaLimit ${show(options.vmaLimit)} is not a positive integer`);
+    const { native, mode: asked, vmaLimit: limitAsked } = readOpenOptions(op, options);
+    if (limitAsked !== undefined && !(typeof limitAsked === 'number' && Number.isInteger(limitAsked) && limitAsked > 0)) {
+      throw new RemapError('E_VMA_BUDGET', `${op}: vmaLimit ${show(limitAsked)} is not a positive integer`);
     }
-    if (!['overlay', 'kernel-managed', 'auto'].includes(asked)) {
+    const vmaLimit = limitAsked as number | undefined;
+    if (asked !== 'overlay' && asked !== 'kernel-managed' && asked !== 'auto') {
       throw new RemapError('E_DEVICE_CONTRACT', `${op}: mode ${show(asked)} is not overlay, kernel-managed or auto`);
     }
-    if (asked === 'overlay' && device.contract !== 'per-irq-offsets') {
+    if (asked === 'overlay' && dev.contract !== 'per-irq-offsets') {
       throw new RemapError(
         'E_DEVICE_CONTRACT',
-        `${op}: overlay mode needs a device whose ESB pages can be mapped one interrupt at a time; this one is ${device.contract} (upstream book3s_xive_native), where an overlay makes later faults resolve to the wrong interrupt. Use mode 'kernel-managed' or 'auto'.`,
+        `${op}: overlay mode needs a device whose ESB pages can be mapped one interrupt at a time; this one is ${show(dev.contract)} (upstream book3s_xive_native), where an overlay makes later faults resolve to the wrong interrupt. Use mode 'kernel-managed' or 'auto'.`,
       );
     }
-    const mode = asked === 'auto' ? (device.contract === 'per-irq-offsets' ? 'overlay' : 'kernel-managed') : asked;
-    const g = device.geometry;
+    const mode = asked === 'auto' ? (dev.contract === 'per-irq-offsets' ? 'overlay' : 'kernel-managed') : asked;
+    const g = dev.geometry;
     if (g.hostPageSize !== BigInt(native.pageSize)) {
       throw new RemapError('E_GEOMETRY', `${op}: device geometry assumes ${g.hostPageSize}-byte pages, the host has ${native.pageSize}`);
     }
-    const size = BigInt(device.nrIrqs) * g.bytesPerIrq;
+    const size = BigInt(dev.nrIrqs) * g.bytesPerIrq;
     let ipi: IpiPages;
     try {
-      ipi = device.openIpiPages();
+      ipi = dev.openIpiPages.call(device);
     } catch (e) {
       throw e instanceof RemapError ? e : new RemapError('E_MAP', `${op}: getting a handle on the device's IPI ESB pages failed`, { cause: e });
     }
@@ -230,12 +235,15 @@ export class EsbController {
       addr = ipi.withFd((fd) => native.mmap(0n, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, ipi.offsetOf(0)));
     } catch (e) {
       ipi.close();
-      throw new RemapError('E_MAP', `${op}: mapping the IPI ESB pages of ${device.nrIrqs} interrupts (0x${size.toString(16)} bytes) failed`, { cause: e });
+      throw new RemapError('E_MAP', `${op}: mapping the IPI ESB pages of ${dev.nrIrqs} interrupts (0x${size.toString(16)} bytes) failed`, { cause: e });
     }
     try {
       native.claim(addr, size);
       // The budget reads /proc/self/maps once here, so that no change has to.
-      const esb = new EsbController(device, ipi, { userspaceAddr: addr, size }, mode, native, options.vmaLimit ?? systemMaxMapCount() ?? 65530);
+      const system = systemMaxMapCount();
+      const [limit, limitSource] =
+        vmaLimit !== undefined ? [vmaLimit, 'the vmaLimit option'] : system !== undefined ? [system, 'vm.max_map_count'] : [65530, 'vm.max_map_count assumed: /proc/sys/vm/max_map_count unreadable'];
+      const esb = new EsbController(dev, ipi, { userspaceAddr: addr, size }, mode, native, limit, limitSource);
       esb.#stats.syscalls++;
       return esb;
     } catch (e) {
@@ -250,9 +258,9 @@ export class EsbController {
     }
   }
 
-  /** Whether `close()` has been called. */
+  /** Whether `close()` has been called (true also while a close whose munmap failed awaits its retry). */
   get closed(): boolean {
-    return this.#ipi === null;
+    return this.#state !== 'open';
   }
 
   /** Non-null once a failed step could not be undone: which interrupts are broken and why. */
@@ -393,7 +401,7 @@ export class EsbController {
     this.#hub ??= new NotifierHub({ name: this.#deviceName, addr: this.memslot.userspaceAddr, nrIrqs: this.nrIrqs, geometry: this.geometry, mode: this.mode });
     this.#busy = true;
     try {
-      return this.#hub.register(op, notifier, options ?? {}, this.#runs);
+      return this.#hub.register(op, notifier, options ?? {}, this.#runs, this.#degraded);
     } finally {
       this.#busy = false;
     }
@@ -466,40 +474,44 @@ export class EsbController {
   /**
    * Unmap the whole region (one munmap: the memslot must be deleted from KVM first), drop every
    * source's fd and the device handle. Later calls throw E_CLOSED; closing again does nothing.
-   * Teardown is best effort: it goes on past a failure and throws the first error at the end.
-   * @throws RemapError E_BUSY if called from inside an operation; E_MAP if munmap failed
+   * If the munmap fails, nothing is released: the range stays owned and every fd open, every other
+   * call gets E_CLOSED, and calling `close()` again retries the munmap (otherwise the mapping and
+   * its fds would be lost for the life of the process).
+   * @throws RemapError E_BUSY if called from inside an operation; E_MAP if munmap failed (retry);
+   *   E_NOTIFIER if a destroy handler threw (the region is closed all the same)
    */
   close(): void {
-    if (this.#ipi === null) return;
+    if (this.#state === 'closed') return;
     if (this.#busy) throw new RemapError('E_BUSY', 'close(): called while another operation on this region is in progress');
     const { userspaceAddr, size } = this.memslot;
-    let failure: unknown;
     // Notifiers hear `destroy` while the pages are still there (busy: a handler cannot re-enter),
-    // then the hub drops them and cuts every handle loose (seeds/000).
+    // then the hub drops them and cuts every handle loose (seeds/000). Only once: a retried close
+    // has no notifier left to tell.
     let destroyFailure: RemapError | undefined;
-    if (this.#hub) {
-      this.#busy = true;
-      try {
-        destroyFailure = this.#hub.close();
-      } finally {
-        this.#busy = false;
-        this.#hub = null;
+    if (this.#state === 'open') {
+      this.#state = 'closing';
+      if (this.#hub) {
+        this.#busy = true;
+        try {
+          destroyFailure = this.#hub.close();
+        } finally {
+          this.#busy = false;
+          this.#hub = null;
+        }
       }
     }
     try {
       this.#stats.syscalls++;
       this.#native.munmap(userspaceAddr, size);
     } catch (e) {
-      failure = e;
+      throw new RemapError('E_MAP', `close(): unmapping the region at 0x${userspaceAddr.toString(16)} failed; it stays mapped and owned, call close() again to retry`, { cause: e });
     }
+    this.#state = 'closed';
     this.#native.release(userspaceAddr, size);
     for (const r of this.#runs) r.source.close();
     this.#runs = [];
-    this.#ipi.close();
+    this.#ipi?.close();
     this.#ipi = null;
-    if (failure !== undefined) {
-      throw new RemapError('E_MAP', `close(): unmapping the region at 0x${userspaceAddr.toString(16)} failed`, { cause: failure });
-    }
     if (destroyFailure) throw destroyFailure;
   }
 
@@ -507,8 +519,10 @@ export class EsbController {
 
   #attach(op: string, first: number, count: number, source: PageSource): void {
     const last = first + count;
-    if (!(source instanceof PageSource) || source.closed) {
-      throw new RemapError('E_SOURCE', `${op}: the source is ${source instanceof PageSource ? 'closed' : `not a PageSource (${show(source)})`}`);
+    // A brand check, not instanceof: a Proxy of a PageSource or an object made from its prototype
+    // would pass instanceof and then fail on the first private field with a plain TypeError.
+    if (!PageSource.isPageSource(source) || source.closed) {
+      throw new RemapError('E_SOURCE', `${op}: the source is ${PageSource.isPageSource(source) ? 'closed' : `not a PageSource made by PageSource.fromFd or a device's pages() (${show(source)})`}`);
     }
     if (source.count !== count) {
       throw new RemapError('E_SOURCE', `${op}: the source ${source.nameOf(0)} holds ${source.count} interrupt(s), not ${count}${count === 1 ? ' (use attachRange)' : ''}`);
@@ -533,9 +547,17 @@ export class EsbController {
         return { own: tableVmas(this.#runs, this.nrIrqs), extra: Number(first > g0) + Number(last < g1) };
       });
     }
-    // Notifiers hear `unmap` before anything is built or mapped: a veto or a surviving pin throws here with nothing to undo.
-    const note = this.#hub?.attaching(op, first, count, source) ?? null;
+    // The table's own reference on the source is taken before notifiers run: an unmap handler may
+    // close the caller's source (or its fd), and the run must not depend on it. Notifiers hear
+    // `unmap` before anything is mapped: a veto or a surviving pin throws with nothing to undo but this reference.
     const run: Run = { first, count, source: source.slice(0, count, this.geometry.bytesPerIrq) };
+    let note: PendingChange | null;
+    try {
+      note = this.#hub?.attaching(op, first, count, run.source) ?? null;
+    } catch (e) {
+      run.source.close();
+      throw e;
+    }
     const next = [...this.#runs];
     next.splice(lowerBound(next, first), 0, run);
     const [from, to] = this.#mergeable ? [first, last] : gapAround(this.#runs, first, last, this.nrIrqs);
@@ -611,8 +633,10 @@ export class EsbController {
    * A change's mmap failed. Put [from, to) back to what the (unchanged) table says, then throw.
    * This runs before the error leaves because a failed MAP_FIXED may already have unmapped the
    * old pages: returning without the restore would leave the guest a hole (invariant 3).
-   * Notifiers that heard `unmap` get the old pages re-announced once they are back (`note.cancel()`);
-   * if the restore failed too, no `map` follows: the pages may really be gone.
+   * Notifiers that heard `unmap` get the old pages re-announced once they are back (`note.cancel()`).
+   * If the restore fails too, /proc/self/maps decides: pages that are still what the table says
+   * are not broken (both mmaps may have failed without touching anything), and only the span of
+   * those that are not becomes `degraded`; for those no `map` follows: they may really be gone.
    */
   #fail(op: string, err: unknown, from: number, to: number, note: PendingChange | null = null): never {
     this.#stats.failures++;
@@ -630,14 +654,48 @@ export class EsbController {
       }
       if (pos < to) this.#mapIpi(pos, to);
     } catch (restoreErr) {
-      this.#degraded = Object.freeze({ first: pos, end: to, reason: `${op} failed (${(err as Error).message}) and restoring failed too (${(restoreErr as Error).message})` });
-      throw new RemapError('E_DEGRADED', `${op}: failed, and restoring interrupts ${pos}..${to - 1} failed too; they may be a hole. The region refuses further changes.`, { cause: err });
+      // Which pages are not what the table says? Only the kernel knows: a failed MAP_FIXED may or
+      // may not have unmapped its range first. Ask /proc/self/maps (this is the failure path, not
+      // the hot path) and name only those; if it cannot be read, assume all of [pos, to) is lost.
+      const broken = this.#brokenSpan(from, to) ?? [pos, to];
+      if (broken.length === 2) {
+        const [b0, b1] = broken;
+        this.#degraded = Object.freeze({ first: b0, end: b1, reason: `${op} failed (${describeThrown(err)}) and restoring failed too (${describeThrown(restoreErr)})` });
+        throw new RemapError('E_DEGRADED', `${op}: failed, and restoring interrupts ${b0}..${b1 - 1} failed too; they may be a hole. The region refuses further changes.`, { cause: err });
+      }
+      // The restore failed, but every page is still what the table says (neither mmap touched them):
+      // the region is unchanged, as after a clean failure.
     }
     note?.cancel();
     if (errnoOf(err) === ENOMEM && this.#budget.exhausted()) {
-      throw new RemapError('E_VMA_BUDGET', `${op}: mmap failed with ENOMEM: the process is at vm.max_map_count (${this.#budget.limit} VMAs); the region is unchanged`, { cause: err });
+      throw new RemapError(
+        'E_VMA_BUDGET',
+        `${op}: mmap failed with ENOMEM: the process is at its VMA limit (${this.#budget.limit}, ${this.#budget.limitSource}); the region is unchanged`,
+        { cause: err },
+      );
     }
-    throw new RemapError('E_MAP', `${op}: mmap failed (${(err as Error).message}); the region is unchanged`, { cause: err });
+    throw new RemapError('E_MAP', `${op}: mmap failed (${describeThrown(err)}); the region is unchanged`, { cause: err });
+  }
+
+  /**
+   * After a failed restore: the span of interrupts in [from, to) whose pages /proc/self/maps shows
+   * are not what the table says ([] if none), or null if the kernel's view cannot be read.
+   */
+  #brokenSpan(from: number, to: number): [number, number] | [] | null {
+    let found: Discrepancy[];
+    try {
+      found = this.#audit();
+    } catch {
+      return null;
+    }
+    let b0 = to;
+    let b1 = from;
+    for (const d of found) {
+      if (d.kind === 'vma-bound' || d.last < from || d.first >= to) continue;
+      b0 = Math.min(b0, Math.max(d.first, from));
+      b1 = Math.max(b1, Math.min(d.last + 1, to));
+    }
+    return b0 < b1 ? [b0, b1] : [];
   }
 
   #commit(next: readonly Run[]): void {
@@ -648,17 +706,69 @@ export class EsbController {
   // ---- guards ----
 
   #checkOpen(op: string): void {
-    if (this.#ipi === null) throw new RemapError('E_CLOSED', `${op}: the ESB region of ${this.#deviceName} is closed`);
+    if (this.#state !== 'open') throw this.#closedError(op);
   }
 
-  /** Entry of every change: open, not degraded, not re-entered. Sets busy; the caller clears it. */
+  #closedError(op: string): RemapError {
+    return new RemapError(
+      'E_CLOSED',
+      this.#state === 'closing'
+        ? `${op}: the ESB region of ${this.#deviceName} is closing (close() failed to unmap it; call close() again)`
+        : `${op}: the ESB region of ${this.#deviceName} is closed`,
+    );
+  }
+
+  /**
+   * Entry of every change: open, not degraded, not re-entered. Sets busy; the caller clears it.
+   * Its refusals are published on `xive-remap:failure` here, since they leave before the caller's
+   * try (whose `finally` must not clear a busy flag that belongs to the operation in progress).
+   */
   #enter(op: string): void {
-    this.#checkOpen(op);
-    if (this.#busy) throw new RemapError('E_BUSY', `${op}: called while another operation on this region is in progress`);
-    const d = this.#degraded;
-    if (d) throw new RemapError('E_DEGRADED', `${op}: refused: interrupts ${d.first}..${d.end - 1} are broken (${d.reason})`);
+    let refusal: RemapError | undefined;
+    if (this.#state !== 'open') refusal = this.#closedError(op);
+    else if (this.#busy) refusal = new RemapError('E_BUSY', `${op}: called while another operation on this region is in progress`);
+    else if (this.#degraded) {
+      const d = this.#degraded;
+      refusal = new RemapError('E_DEGRADED', `${op}: refused: interrupts ${d.first}..${d.end - 1} are broken (${d.reason})`);
+    }
+    if (refusal) {
+      traceFailure(this.memslot.userspaceAddr, op, refusal);
+      throw refusal;
+    }
     this.#busy = true;
   }
 }
 
 const IPI: Backing = Object.freeze({ kind: 'ipi' });
+
+/** What the controller keeps of an `EsbDevice`: its properties read once, at open. */
+type DeviceSnapshot = Pick<EsbDevice, 'name' | 'nrIrqs' | 'geometry' | 'contract' | 'mergeable' | 'openIpiPages'>;
+
+/** Read a device's properties once; null if it is not an EsbDevice or one of its getters throws. */
+function snapshotDevice(device: unknown): DeviceSnapshot | null {
+  if (typeof device !== 'object' || device === null) return null;
+  try {
+    const d = device as EsbDevice;
+    const snap = { name: d.name, nrIrqs: d.nrIrqs, geometry: d.geometry, contract: d.contract, mergeable: d.mergeable, openIpiPages: d.openIpiPages };
+    const g = snap.geometry as EsbGeometry | undefined;
+    if (typeof snap.openIpiPages !== 'function' || typeof g !== 'object' || g === null || typeof g.bytesPerIrq !== 'bigint' || typeof g.hostPageSize !== 'bigint') return null;
+    if (!Number.isInteger(snap.nrIrqs) || snap.nrIrqs < 1) return null;
+    return { ...snap, name: typeof snap.name === 'string' ? snap.name : show(snap.name), mergeable: snap.mergeable === true };
+  } catch {
+    return null;
+  }
+}
+
+/** Read `open`'s options once. @throws RemapError E_OPTIONS if they are not an object or a getter throws */
+function readOpenOptions(op: string, options: unknown): { native: NativeLayer; mode: unknown; vmaLimit: unknown } {
+  if (options === undefined) return { native: realNative, mode: 'auto', vmaLimit: undefined };
+  if (typeof options !== 'object' || options === null) {
+    throw new RemapError('E_OPTIONS', `${op}: options ${show(options)} is not an object (omit it for the defaults)`);
+  }
+  try {
+    const o = options as OpenOptions;
+    return { native: o.native ?? realNative, mode: o.mode ?? 'auto', vmaLimit: o.vmaLimit };
+  } catch (e) {
+    throw new RemapError('E_OPTIONS', `${op}: reading the options threw (${describeThrown(e)})`, { cause: e });
+  }
+}

@@ -58,6 +58,7 @@ export type RemapErrorCode =
   | 'E_DEGRADED'
   | 'E_NOT_OWNED'
   | 'E_KVM'
+  | 'E_OPTIONS'
   | 'E_MAP';
 
 /** Every failure a caller can cause or meet: a stable `code`, a message naming the operation, and the errno error as `cause`. */

@@ -36,7 +36,7 @@ import type { Backing } from './controller.js';
 import type { EsbGeometry } from './geometry.js';
 import type { PageSource } from './source.js';
 import { traceFailure } from './tracing.js';
-import { checkIrqRange, show } from './validate.js';
+import { checkIrqRange, describeThrown, show } from './validate.js';
 
 /** `Symbol.dispose`; on Node 18, where it is undefined, the registered symbol `nodejs.dispose`. */
 export const disposeSymbol: typeof Symbol.dispose = (Symbol.dispose ?? Symbol.for('nodejs.dispose')) as typeof Symbol.dispose;
@@ -238,10 +238,14 @@ interface Entry {
   readonly handle: HandleImpl;
 }
 
-/** The name a notifier will be known by (for the `register(...)` op string). */
+/** The name a notifier will be known by (for the `register(...)` op string); never throws, whatever the notifier's getters do. */
 export function notifierName(notifier: unknown, fallback = 'notifier'): string {
-  const n = (notifier as { name?: unknown } | null | undefined)?.name;
-  return typeof n === 'string' && n !== '' ? n : fallback;
+  try {
+    const n = (notifier as { name?: unknown } | null | undefined)?.name;
+    return typeof n === 'string' && n !== '' ? n : fallback;
+  } catch {
+    return fallback;
+  }
 }
 
 function handlerOf(n: EsbNotifier, kind: NotifierEventKind): ((e: never) => void) | undefined {
@@ -252,10 +256,6 @@ function handlerOf(n: EsbNotifier, kind: NotifierEventKind): ((e: never) => void
 function wants(entry: Entry, e: NotifierEvent): boolean {
   if (entry.notifier === null || (entry.kinds & KIND_BITS[e.kind]) === 0) return false;
   return e.kind === 'destroy' || (e.first < entry.end && e.first + e.count > entry.first);
-}
-
-function describe(err: unknown): string {
-  return err instanceof Error ? err.message : show(err);
 }
 
 function irqs(e: NotifierEvent): string {
@@ -368,7 +368,7 @@ export class PendingChange {
       const [entry, event, err] = failures[0] as Failure;
       throw new RemapError(
         'E_NOTIFIER',
-        `${this.op}: the change was made (backingOf shows it), but notifier "${entry.name}" threw on the map of ${irqs(event)} (${describe(err)})${failures.length > 1 ? ` and ${failures.length - 1} more handler(s) threw` : ''}; map handlers must not throw`,
+        `${this.op}: the change was made (backingOf shows it), but notifier "${entry.name}" threw on the map of ${irqs(event)} (${describeThrown(err)})${failures.length > 1 ? ` and ${failures.length - 1} more handler(s) threw` : ''}; map handlers must not throw`,
         { cause: err },
       );
     }
@@ -416,7 +416,49 @@ export class NotifierHub {
    * Check what `notifier` declares against the region, insert it, and replay if asked.
    * @throws RemapError E_NOTIFIER (malformed, cannot handle the region, or its replay threw: then it is not registered); E_IRQ_RANGE (filter)
    */
-  register(op: string, notifier: EsbNotifier, options: RegisterOptions, runs: readonly RunLike[]): NotifierHandle {
+  register(op: string, notifier: EsbNotifier, options: RegisterOptions, runs: readonly RunLike[], broken: { readonly first: number; readonly end: number } | null = null): NotifierHandle {
+    let declared: { name: string; first: number; count: number; kinds: number; replay: boolean };
+    try {
+      declared = this.#declared(op, notifier, options);
+    } catch (e) {
+      // A getter of the notifier (handles, filter, name, a handler) or of the options threw:
+      // refuse it like any other malformed notifier, with what it threw as the cause.
+      if (e instanceof RemapError) throw e;
+      throw new RemapError('E_NOTIFIER', `${op}: refused: reading its declaration threw (${describeThrown(e)})`, { cause: e });
+    }
+    const { name, first, count, kinds, replay } = declared;
+    const handle = new HandleImpl(this, name);
+    const entry: Entry = { name, notifier, first, end: first + count, kinds, pins: new Set(), handle };
+    handle.bind(entry);
+    this.#entries = [...this.#entries, entry];
+    if (replay) {
+      // No `map` for interrupts a failed restore may have left a hole: a handler reading them would fault.
+      const events: MappingEvent[] = [];
+      const push = (r: RunLike, s: number, e: number): void => {
+        // A run overlapping the filter's range is delivered whole, as a change's events are.
+        if (s < e && s < entry.end && e > first) events.push(this.#event('map', 'replay', op, s, e - s, this.#passthrough(r.source, s - r.first)));
+      };
+      for (const r of runs) {
+        const e = r.first + r.count;
+        if (broken && r.first < broken.end && e > broken.first) {
+          push(r, r.first, broken.first);
+          push(r, broken.end, e);
+        } else push(r, r.first, e);
+      }
+      for (const e of events) {
+        try {
+          (handlerOf(notifier, 'map') as (e: MappingEvent) => void).call(notifier, e);
+        } catch (err) {
+          handle.dispose();
+          throw new RemapError('E_NOTIFIER', `${op}: the notifier's map handler threw during the replay of ${irqs(e)} (${describeThrown(err)}); it is not registered`, { cause: err });
+        }
+      }
+    }
+    return handle;
+  }
+
+  /** What a notifier declares, checked against the region. @throws RemapError E_NOTIFIER, E_IRQ_RANGE; anything a getter throws */
+  #declared(op: string, notifier: EsbNotifier, options: RegisterOptions): { name: string; first: number; count: number; kinds: number; replay: boolean } {
     const refuse: (why: string) => never = (why) => {
       throw new RemapError('E_NOTIFIER', `${op}: refused: ${why}`);
     };
@@ -454,31 +496,14 @@ export class NotifierHub {
     if (kinds & KIND_BITS.unmap && !(kinds & KIND_BITS.map)) {
       refuse('it takes unmap but not map events: a vetoed change is undone by re-announcing the old pages with a map, which it would miss');
     }
-    if (options.replay && !(kinds & KIND_BITS.map)) refuse('it asks for a replay but takes no map events');
+    const replay = (options as RegisterOptions | null)?.replay === true;
+    if (replay && !(kinds & KIND_BITS.map)) refuse('it asks for a replay but takes no map events');
     let first = 0;
     let count = this.region.nrIrqs;
     if (filter.irqs !== undefined) [first, count] = checkIrqRange(`${op}: filter.irqs`, filter.irqs?.first, filter.irqs?.count, this.region.nrIrqs);
-
-    const name = notifierName(notifier, `notifier#${++this.#serial}`);
-    const handle = new HandleImpl(this, name);
-    const entry: Entry = { name, notifier, first, end: first + count, kinds, pins: new Set(), handle };
-    handle.bind(entry);
-    this.#entries = [...this.#entries, entry];
-    if (options.replay) {
-      const events: MappingEvent[] = [];
-      for (const r of runs) {
-        if (r.first < entry.end && r.first + r.count > first) events.push(this.#event('map', 'replay', op, r.first, r.count, this.#passthrough(r.source, 0)));
-      }
-      for (const e of events) {
-        try {
-          (notifier.map as (e: MappingEvent) => void).call(notifier, e);
-        } catch (err) {
-          handle.dispose();
-          throw new RemapError('E_NOTIFIER', `${op}: the notifier's map handler threw during the replay of ${irqs(e)} (${describe(err)}); it is not registered`, { cause: err });
-        }
-      }
-    }
-    return handle;
+    const n = (notifier as { name?: unknown }).name;
+    const name = typeof n === 'string' && n !== '' ? n : `notifier#${++this.#serial}`;
+    return { name, first, count, kinds, replay };
   }
 
   /**
@@ -590,7 +615,7 @@ export class NotifierHub {
         } catch (err) {
           this.refusals++;
           this.rollback(op, delivered);
-          throw new RemapError('E_VETO', `${op}: notifier "${entry.name}" vetoed the unmap of ${irqs(e)} (${describe(err)}); nothing was changed`, { cause: err });
+          throw new RemapError('E_VETO', `${op}: notifier "${entry.name}" vetoed the unmap of ${irqs(e)} (${describeThrown(err)}); nothing was changed`, { cause: err });
         }
         delivered.push([entry, e]);
       }
@@ -655,7 +680,7 @@ export class NotifierHub {
       try {
         n.map?.(m);
       } catch (err) {
-        traceFailure(this.region.addr, op, new RemapError('E_NOTIFIER', `${op}: notifier "${entry.name}" threw on the rollback map of ${irqs(e)} (${describe(err)})`, { cause: err }));
+        traceFailure(this.region.addr, op, new RemapError('E_NOTIFIER', `${op}: notifier "${entry.name}" threw on the rollback map of ${irqs(e)} (${describeThrown(err)})`, { cause: err }));
       }
     }
   }
@@ -679,7 +704,7 @@ export class NotifierHub {
     this.#pinCount = 0;
     if (failures.length === 0) return undefined;
     const [entry, , err] = failures[0] as Failure;
-    return new RemapError('E_NOTIFIER', `close(): the region was closed, but notifier "${entry.name}" threw on destroy (${describe(err)})`, { cause: err });
+    return new RemapError('E_NOTIFIER', `close(): the region was closed, but notifier "${entry.name}" threw on destroy (${describeThrown(err)})`, { cause: err });
   }
 
   // ---- events ----

@@ -156,6 +156,14 @@ export class PageSource {
     }
   }
 
+  /**
+   * Whether `v` really is a PageSource made by this library (a brand check: a Proxy of one, or an
+   * object made with `Object.create(PageSource.prototype)`, is not). Never throws.
+   */
+  static isPageSource(v: unknown): v is PageSource {
+    return typeof v === 'object' && v !== null && #closed in v;
+  }
+
   /** Whether `close()` was called. */
   get closed(): boolean {
     return this.#closed;

@@ -79,7 +79,13 @@ export function traceDetach(region: bigint, op: string, first: number, count: nu
 /** Publish a failure (only if someone subscribed). Never throws: a subscriber's error is Node's to report. */
 export function traceFailure(region: bigint, op: string, error: unknown): void {
   if (!failureChannel.hasSubscribers) return;
-  const code = typeof (error as { code?: unknown })?.code === 'string' ? (error as { code: string }).code : 'unknown';
+  let code = 'unknown';
+  try {
+    const c: unknown = (error as { code?: unknown } | null | undefined)?.code;
+    if (typeof c === 'string') code = c;
+  } catch {
+    /* a hostile thrown value: its code stays unknown */
+  }
   failureChannel.publish(Object.freeze({ region, op, code, error } satisfies FailureTrace));
 }
 

@@ -4,13 +4,37 @@
  */
 import { RemapError } from './errors.js';
 
-/** Render any value for an error message without throwing (bigints, symbols, objects). */
+/**
+ * Render any value for an error message without throwing (bigints, symbols, objects). An object is
+ * shown by its tag; a Proxy or an object whose `Symbol.toStringTag` getter throws is shown as
+ * `[object ?]` rather than letting a hostile value turn a coded error into a plain one.
+ */
 export function show(v: unknown): string {
   if (typeof v === 'string') return JSON.stringify(v);
   if (typeof v === 'bigint') return `${v}n`;
   if (typeof v === 'number' || typeof v === 'boolean' || v === undefined || v === null) return String(v);
   if (typeof v === 'symbol') return v.toString();
-  return Object.prototype.toString.call(v);
+  try {
+    return Object.prototype.toString.call(v);
+  } catch {
+    return typeof v === 'function' ? '[function ?]' : '[object ?]';
+  }
+}
+
+/**
+ * Describe a thrown value for a message, never throwing: an Error's message, else `show(value)`.
+ * A thrown value whose `message` getter (or anything it reaches) throws is described by its type.
+ */
+export function describeThrown(err: unknown): string {
+  try {
+    if (err instanceof Error) {
+      const m: unknown = err.message;
+      return typeof m === 'string' ? m : show(m);
+    }
+  } catch {
+    return 'an error whose message cannot be read';
+  }
+  return show(err);
 }
 
 /** @throws RemapError E_IRQ_RANGE unless `irq` is an integer in [0, limit) */

@@ -39,6 +39,8 @@ export class VmaBudget {
     readonly limit: number,
     private readonly start: bigint,
     private readonly end: bigint,
+    /** Where `limit` came from, for messages: `the vmaLimit option`, `vm.max_map_count`, … */
+    readonly limitSource = 'vm.max_map_count',
   ) {
     this.refresh();
   }
@@ -58,18 +60,21 @@ export class VmaBudget {
   /**
    * Make sure a change to a region of `runs` passthrough runs fits. The fast path uses bounds only
    * (the region has at most 2 × runs + 1 VMAs, invariant 5; a change adds at most 2): O(1), no
-   * system call. Near the limit it re-reads /proc and asks `exact()` for the region's VMAs now and
-   * the VMAs this change adds.
+   * system call. Near the limit it asks `exact()` for the region's VMAs now and the VMAs this change
+   * adds, and re-reads /proc only if the change adds any: a change that adds no VMA (a detach that
+   * cuts no run in two, an attach that fills a gap exactly) is never refused, even over the limit,
+   * so a VMM over its budget can still hot-unplug.
    * @throws RemapError E_VMA_BUDGET if it does not fit (nothing has been changed)
    */
   ensure(op: string, runs: number, exact: () => { own: number; extra: number }): void {
     if (this.limit - this.#others - (2 * runs + 1) - 2 >= MARGIN) return;
-    this.refresh();
     const { own, extra } = exact();
+    if (extra === 0) return;
+    this.refresh();
     if (this.#others + own + extra > this.limit) {
       throw new RemapError(
         'E_VMA_BUDGET',
-        `${op}: would need up to ${extra} more VMAs, but the process has ${this.#others + own} of at most ${this.limit} (vm.max_map_count); detach something or raise the limit`,
+        `${op}: would need up to ${extra} more VMAs, but the process has ${this.#others + own} of at most ${this.limit} (${this.limitSource}); detach something or raise the limit`,
       );
     }
   }

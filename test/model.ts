@@ -230,11 +230,30 @@ export class Model {
     return [from, to];
   }
 
-  /** The op's mmap fails: E_MAP and nothing changes, or (restore fails too) E_DEGRADED over the range the restore covers. */
+  /**
+   * The op's mmap fails: E_MAP and nothing changes; or its restore's first mmap fails too: then
+   * the interrupts whose pages are really gone are broken — the op's own mmap range if it failed
+   * in hole mode, the restore's first mmap range if that did — and nothing else (E_DEGRADED over
+   * their span); with no page gone the region is unchanged (E_MAP).
+   */
   #faulted(fault: FaultPlan, kind: 'attach' | 'detach', first: number, last: number, touched: [number, number]): Expectation {
     const remapped = this.#remapped(kind, first, last);
-    if (fault.restore) this.degraded = remapped;
-    return { outcome: { ok: false, code: fault.restore ? 'E_DEGRADED' : 'E_MAP' }, faulted: true, touched: union(touched, remapped) };
+    const span = touched;
+    if (fault.restore) {
+      // The op's own mmap: an attach maps [first, last); a detach maps what it remaps.
+      const own: [number, number] = kind === 'attach' ? [first, last] : remapped;
+      // The restore's first mmap: from `remapped[0]` to the next change of backing (IPI or one run).
+      const [from, to] = remapped;
+      const at = this.slots[from];
+      let r0 = from + 1;
+      while (r0 < to && (at ? this.slots[r0]?.run === at.run : !this.slots[r0])) r0++;
+      const gone: (readonly [number, number])[] = [];
+      if (fault.hole) gone.push(own);
+      if (fault.restore.hole) gone.push([from, r0]);
+      if (gone.length > 0) this.degraded = gone.reduce((a, b) => union(a, b));
+    }
+    const code = this.degraded ? 'E_DEGRADED' : 'E_MAP';
+    return { outcome: { ok: false, code }, faulted: true, touched: union(span, remapped) };
   }
 }
 
