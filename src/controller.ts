@@ -5,8 +5,8 @@
  * `detach` maps the IPI pages back with one mmap(MAP_FIXED). KVM sees each change through its MMU
  * notifiers, so the guest's next load reaches the new page.
  *
- * Data flow of every change: validate (bad input changes nothing) → build the next run table (an
- * immutable sorted array, O(passthrough runs)) → one mmap → commit the table. If the mmap fails,
+ * Data flow of every change: validate (bad input changes nothing) → build the next run table
+ * (`RunTable`, src/run-table.ts: immutable, sorted, O(passthrough runs)) → one mmap → commit the table. If the mmap fails,
  * the pages of the touched range are put back to what the old table says *before* the error
  * leaves (some kernels unmap first and then fail, leaving a hole); if even that fails, the
  * controller is degraded and refuses further changes. Registered notifiers (src/notifiers.ts)
@@ -29,13 +29,15 @@
 import { auditRegion, devString, type Discrepancy, type ExpectedSegment, type FileId } from './audit.js';
 import { RemapError, errnoOf, errnoValue } from './errors.js';
 import type { DeviceContract, EsbDevice, IpiPages } from './device.js';
+export type { Backing, RunInfo } from './run-table.js';
 import { sameLayout, type EsbGeometry } from './geometry.js';
 import { realNative, MAP_FIXED, MAP_SHARED, PROT_READ, PROT_WRITE, type NativeLayer } from './native/index.js';
 import { PageSource, checkFits } from './source.js';
 import { checkIrq, checkIrqRange, describeThrown, show } from './validate.js';
 import { VmaBudget, systemMaxMapCount } from './vma-budget.js';
 import { NotifierHub, notifierName, type EsbNotifier, type NotifierHandle, type PendingChange, type Pin, type PinInfo, type RegisterOptions } from './notifiers.js';
-import { tableVmas, traceAttach, traceDetach, traceFailure, type ControllerStats } from './tracing.js';
+import { RunTable, runEnd as end, type Backing, type Run as TableRun, type RunInfo } from './run-table.js';
+import { traceAttach, traceDetach, traceFailure, type ControllerStats } from './tracing.js';
 
 const ENOMEM = errnoValue('ENOMEM');
 
@@ -67,31 +69,6 @@ export interface Memslot {
   readonly size: bigint;
 }
 
-/** What backs one guest interrupt's ESB pages. */
-export type Backing =
-  | { readonly kind: 'ipi' }
-  | {
-      readonly kind: 'passthrough';
-      /** The source's name for this interrupt, e.g. `pt1:3` (device pt1, host interrupt 3). */
-      readonly source: string;
-      /** File offset of this interrupt's first page in the source. */
-      readonly sourceOffset: bigint;
-      /** The attached run this interrupt belongs to. */
-      readonly run: { readonly first: number; readonly count: number };
-    };
-
-/** One contiguous run of passthrough interrupts, as `runs()` lists them. */
-export interface RunInfo {
-  /** First guest interrupt. */
-  readonly first: number;
-  /** Number of interrupts. */
-  readonly count: number;
-  /** Source name of the first interrupt (e.g. `pt1:16`). */
-  readonly source: string;
-  /** Source name without the interrupt index (e.g. `pt1`). */
-  readonly device: string;
-}
-
 /** Why a controller refuses further changes after a restore failed. */
 export interface Degraded {
   /** The broken interrupts: [first, end); their pages may be a hole. */
@@ -102,51 +79,7 @@ export interface Degraded {
   readonly reason: string;
 }
 
-interface Run {
-  readonly first: number;
-  readonly count: number;
-  /** A slice owned by the table: its fd stays open while the run exists. */
-  readonly source: PageSource;
-}
-
-const end = (r: Run): number => r.first + r.count;
-
-/** Index of the first run whose first interrupt is ≥ irq (binary search). */
-function lowerBound(runs: readonly Run[], irq: number): number {
-  let lo = 0;
-  let hi = runs.length;
-  while (lo < hi) {
-    const mid = (lo + hi) >>> 1;
-    if ((runs[mid] as Run).first < irq) lo = mid + 1;
-    else hi = mid;
-  }
-  return lo;
-}
-
-/** The first run overlapping [first, last), if any (no allocation: the attach path's check). */
-function firstOverlap(runs: readonly Run[], first: number, last: number): Run | undefined {
-  const i = lowerBound(runs, first);
-  const before = runs[i - 1];
-  if (before && end(before) > first) return before;
-  const at = runs[i];
-  return at && at.first < last ? at : undefined;
-}
-
-/** The runs overlapping [first, last), in order. */
-function overlapping(runs: readonly Run[], first: number, last: number): Run[] {
-  let i = lowerBound(runs, first);
-  if (i > 0 && end(runs[i - 1] as Run) > first) i--;
-  const out: Run[] = [];
-  for (; i < runs.length && (runs[i] as Run).first < last; i++) out.push(runs[i] as Run);
-  return out;
-}
-
-/** The IPI gap of `runs` containing [first, last) (which must be IPI there): [end of run before, start of run after). */
-function gapAround(runs: readonly Run[], first: number, last: number, nrIrqs: number): [number, number] {
-  const i = lowerBound(runs, last);
-  const before = runs[i - 1];
-  return [before ? end(before) : 0, runs[i]?.first ?? nrIrqs];
-}
+type Run = TableRun<PageSource>;
 
 /**
  * The ESB region of one KVM XIVE device and the table of which guest interrupts are overlaid by
@@ -170,7 +103,7 @@ export class EsbController {
   #ipi: IpiPages | null;
   /** `closing`: close() delivered destroy but its munmap failed; everything needed to retry is kept. */
   #state: 'open' | 'closing' | 'closed' = 'open';
-  #runs: readonly Run[] = [];
+  #runs: RunTable<PageSource>;
   #busy = false;
   readonly #budget: VmaBudget;
   #degraded: Degraded | null = null;
@@ -188,6 +121,7 @@ export class EsbController {
     this.#mergeable = device.mergeable;
     this.#deviceName = device.name;
     this.#ipi = ipi;
+    this.#runs = RunTable.empty(device.nrIrqs);
     this.#budget = new VmaBudget(native, vmaLimit, memslot.userspaceAddr, memslot.userspaceAddr + memslot.size, limitSource);
   }
 
@@ -357,8 +291,8 @@ export class EsbController {
     if (d && irq >= d.first && irq < d.end) {
       throw new RemapError('E_DEGRADED', `${op}: interrupt ${irq} was broken by a failed restore (${d.reason})`);
     }
-    const run = this.#runs[lowerBound(this.#runs, irq + 1) - 1];
-    if (!run || end(run) <= irq) return IPI;
+    const run = this.#runs.at(irq);
+    if (!run) return IPI;
     const i = irq - run.first;
     return Object.freeze({
       kind: 'passthrough',
@@ -371,7 +305,7 @@ export class EsbController {
   /** The passthrough runs, in interrupt order (a snapshot). @throws RemapError E_CLOSED */
   runs(): RunInfo[] {
     this.#checkOpen('runs()');
-    return this.#runs.map((r) => Object.freeze({ first: r.first, count: r.count, source: r.source.nameOf(0), device: r.source.name }));
+    return this.#runs.runs.map((r) => Object.freeze({ first: r.first, count: r.count, source: r.source.nameOf(0), device: r.source.name }));
   }
 
   /** Counters (operations, failures, syscalls) and figures of the table now (runs, VMAs, notifiers, pins): no system call. */
@@ -381,7 +315,7 @@ export class EsbController {
       ...this.#stats,
       failures: this.#stats.failures + (hub?.refusals ?? 0),
       runs: this.#runs.length,
-      vmas: this.mode === 'overlay' ? tableVmas(this.#runs, this.nrIrqs) : 1,
+      vmas: this.mode === 'overlay' ? this.#runs.vmas() : 1,
       notifiers: hub?.count ?? 0,
       pins: hub?.pinCount ?? 0,
     };
@@ -401,7 +335,7 @@ export class EsbController {
     this.#hub ??= new NotifierHub({ name: this.#deviceName, addr: this.memslot.userspaceAddr, nrIrqs: this.nrIrqs, geometry: this.geometry, mode: this.mode });
     this.#busy = true;
     try {
-      return this.#hub.register(op, notifier, options ?? {}, this.#runs, this.#degraded);
+      return this.#hub.register(op, notifier, options ?? {}, this.#runs.runs, this.#degraded);
     } finally {
       this.#busy = false;
     }
@@ -453,7 +387,7 @@ export class EsbController {
       return { dev: devString(st.dev), ino: st.ino };
     };
     const ipiFile = ipi.withFd(fileOf);
-    const runs = this.mode === 'overlay' ? this.#runs : [];
+    const runs = this.mode === 'overlay' ? this.#runs.runs : [];
     const segments: ExpectedSegment[] = [];
     let pos = 0;
     const gapTo = (to: number): void => {
@@ -508,8 +442,8 @@ export class EsbController {
     }
     this.#state = 'closed';
     this.#native.release(userspaceAddr, size);
-    for (const r of this.#runs) r.source.close();
-    this.#runs = [];
+    for (const r of this.#runs.runs) r.source.close();
+    this.#runs = RunTable.empty(this.nrIrqs);
     this.#ipi?.close();
     this.#ipi = null;
     if (destroyFailure) throw destroyFailure;
@@ -534,7 +468,7 @@ export class EsbController {
     if (source.offset + BigInt(count) * this.geometry.bytesPerIrq > source.limit) {
       checkFits(`${op}: source ${source.nameOf(0)}`, source.offset, count, source.limit, this.geometry);
     }
-    const busy = firstOverlap(this.#runs, first, last);
+    const busy = this.#runs.firstOverlap(first, last);
     if (busy) {
       const irq = Math.max(first, busy.first);
       throw new RemapError('E_ALREADY_ATTACHED', `${op}: interrupt ${irq} is already backed by ${busy.source.nameOf(irq - busy.first)}; detach it first`);
@@ -542,10 +476,7 @@ export class EsbController {
     // An attach splits its IPI gap: one more VMA for each side of the gap it leaves. Check the
     // budget before anything is built or announced.
     if (this.mode === 'overlay') {
-      this.#budget.ensure(op, this.#runs.length, () => {
-        const [g0, g1] = gapAround(this.#runs, first, last, this.nrIrqs);
-        return { own: tableVmas(this.#runs, this.nrIrqs), extra: Number(first > g0) + Number(last < g1) };
-      });
+      this.#budget.ensure(op, this.#runs.length, () => ({ own: this.#runs.vmas(), extra: this.#runs.attachVmas(first, last) }));
     }
     // The table's own reference on the source is taken before notifiers run: an unmap handler may
     // close the caller's source (or its fd), and the run must not depend on it. Notifiers hear
@@ -558,9 +489,8 @@ export class EsbController {
       run.source.close();
       throw e;
     }
-    const next = [...this.#runs];
-    next.splice(lowerBound(next, first), 0, run);
-    const [from, to] = this.#mergeable ? [first, last] : gapAround(this.#runs, first, last, this.nrIrqs);
+    const next = this.#runs.insert(run);
+    const [from, to] = this.#mergeable ? [first, last] : this.#runs.gapAround(first, last);
     try {
       if (this.mode === 'overlay') this.#mapSource(first, count, run.source, 0);
     } catch (e) {
@@ -573,29 +503,22 @@ export class EsbController {
   }
 
   #detach(op: string, first: number, last: number): number {
-    const hit = overlapping(this.#runs, first, last);
+    const hit = this.#runs.overlapping(first, last);
     if (hit.length === 0) return 0;
     // A detach adds at most one VMA per run it cuts in two (the piece on either side it keeps).
     if (this.mode === 'overlay') {
       this.#budget.ensure(op, this.#runs.length, () => ({
-        own: tableVmas(this.#runs, this.nrIrqs),
+        own: this.#runs.vmas(),
         extra: Number((hit[0] as Run).first < first) + Number(end(hit[hit.length - 1] as Run) > last),
       }));
     }
     const note = this.#hub?.detaching(op, hit, first, last) ?? null;
     const bpi = this.geometry.bytesPerIrq;
-    const kept: Run[] = [];
-    let restored = 0;
-    for (const r of hit) {
-      if (r.first < first) kept.push({ first: r.first, count: first - r.first, source: r.source.slice(0, first - r.first, bpi) });
-      if (end(r) > last) kept.push({ first: last, count: end(r) - last, source: r.source.slice(last - r.first, end(r) - last, bpi) });
-      restored += Math.min(end(r), last) - Math.max(r.first, first);
-    }
-    const i = this.#runs.indexOf(hit[0] as Run);
-    const next = [...this.#runs.slice(0, i), ...kept, ...this.#runs.slice(i + hit.length)];
+    // The kept pieces hold their own references on the fd (slices), so the cut runs can be closed.
+    const { table: next, kept, restored } = this.#runs.cut(first, last, (r, skip, count) => r.source.slice(skip, count, bpi)) as NonNullable<ReturnType<RunTable<PageSource>['cut']>>;
     const a = Math.max(first, (hit[0] as Run).first);
     const b = Math.min(last, end(hit[hit.length - 1] as Run));
-    const [from, to] = this.#mergeable ? [a, b] : gapAround(next, a, b, this.nrIrqs);
+    const [from, to] = this.#mergeable ? [a, b] : next.gapAround(a, b);
     try {
       if (this.mode === 'overlay') this.#mapIpi(from, to);
     } catch (e) {
@@ -642,7 +565,7 @@ export class EsbController {
     this.#stats.failures++;
     let pos = from; // [from, pos) is back as the table says: only [pos, to) can be broken
     try {
-      for (const r of overlapping(this.#runs, from, to)) {
+      for (const r of this.#runs.overlapping(from, to)) {
         const s = Math.max(r.first, from);
         const e = Math.min(end(r), to);
         if (pos < s) {
@@ -698,7 +621,7 @@ export class EsbController {
     return b0 < b1 ? [b0, b1] : [];
   }
 
-  #commit(next: readonly Run[]): void {
+  #commit(next: RunTable<PageSource>): void {
     this.#runs = next;
     this.#stats.operations++;
   }

@@ -7,7 +7,8 @@
  * native (the only module that loads koffi).
  */
 export { EsbController } from './controller.js';
-export type { Backing, ControllerMode, Degraded, Memslot, OpenOptions, RunInfo } from './controller.js';
+export type { ControllerMode, Degraded, Memslot, OpenOptions } from './controller.js';
+export type { Backing, RunInfo } from './run-table.js';
 export type {
   DestroyEvent,
   EsbNotifier,

@@ -32,7 +32,7 @@
  * and cuts every handle loose: a handle kept after close reaches nothing (seeds/000).
  */
 import { RemapError } from './errors.js';
-import type { Backing } from './controller.js';
+import type { Backing, Run } from './run-table.js';
 import type { EsbGeometry } from './geometry.js';
 import type { PageSource } from './source.js';
 import { traceFailure } from './tracing.js';
@@ -215,14 +215,7 @@ export interface RegionInfo {
 }
 
 /** A run of the controller's table, as far as notifications need it. */
-export interface RunLike {
-  /** First guest interrupt. */
-  readonly first: number;
-  /** Number of interrupts. */
-  readonly count: number;
-  /** Where its pages come from. */
-  readonly source: PageSource;
-}
+export type RunLike = Run<PageSource>;
 
 const KIND_BITS: Readonly<Record<NotifierEventKind, number>> = { map: 1, unmap: 2, destroy: 4 };
 const IPI_BACKING: EventBacking = Object.freeze({ kind: 'ipi' });

@@ -115,19 +115,3 @@ export interface ControllerStats {
   /** Pins held now. */
   readonly pins: number;
 }
-
-/**
- * VMAs a table of sorted, non-overlapping runs implies for a region of `nrIrqs` interrupts: each
- * run is one mapping, and each IPI gap between them is one (a detach remaps or merges the whole
- * gap). O(runs), no system call.
- */
-export function tableVmas(runs: readonly { readonly first: number; readonly count: number }[], nrIrqs: number): number {
-  let vmas = 0;
-  let pos = 0;
-  for (const r of runs) {
-    if (r.first > pos) vmas++;
-    vmas++;
-    pos = r.first + r.count;
-  }
-  return pos < nrIrqs ? vmas + 1 : vmas;
-}
