@@ -38,7 +38,10 @@ const EINVAL = 22; // the same on every Linux architecture (asm-generic/errno-ba
  *   driver's mmap handler decides what is mapped; there is no file size a caller could shrink.
  * - `file`: a regular file (S_IFREG; memfds too): ftruncate can shrink it, and a page past its new
  *   end SIGBUSes on the next load, so it needs F_SEAL_SHRINK or the caller's `sizeIsFixed`.
- * Anything else (pipe, socket, directory, block device) cannot be a source.
+ * Anything else (pipe, socket, directory, block device) cannot be a source. fstat reports an
+ * anonymous inode with no file type bits (seen on 6.18 with an eventfd and a KVM vCPU fd, whose
+ * test checks it). A kernel that reported another type for them would make device fds look like
+ * unsealable files: refused with a message naming `sizeIsFixed`, never unsafe.
  */
 export function fdKind(mode: number): 'device' | 'file' | null {
   const type = mode & S_IFMT;
@@ -195,6 +198,7 @@ export class PageSource {
         );
       }
       if (geometry) checkFits(op, off, count, limit, geometry);
+      // Last: only an fd that passed every cheap check is mapped, and at an offset known to be valid.
       trialMap(op, native, dup, fd, off);
       return new PageSource(handle, off, count, limit, name ?? `fd${fd}`, geometry, undefined);
     } catch (e) {
