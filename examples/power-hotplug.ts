@@ -6,11 +6,13 @@
  * device's contract made it pick.
  *
  *   node dist/examples/power-hotplug.js --source-fd 3 --source-offset 0x20000 [--source-length 0x80000]
- *        [--guest-irq 5] [--nr-irqs 16]
+ *        [--size-is-fixed] [--guest-irq 5] [--nr-irqs 16]
  *
  * The source fd must be open read-write in this process (e.g. a VFIO device region, the XIVE device
- * itself at another interrupt's offset, or a memfd standing in for one: `3<>/path` in a shell, or
- * stdio [.., fd] from Node). Without --source-fd, a FakePassthroughDevice (memfd) stands in.
+ * itself at another interrupt's offset, or a memfd standing in for one, sealed with F_SEAL_SHRINK:
+ * stdio [.., fd] from Node). A plain file (`3<>/path` in a shell) needs --size-is-fixed: the
+ * caller's promise that nothing truncates it (PageSource.fromFd's `sizeIsFixed`). Without
+ * --source-fd, a FakePassthroughDevice (memfd) stands in.
  *
  * Needs a POWER host with kvm-hv (native-stubs/power9/run.sh runs it in an emulated one); elsewhere
  * it says what is missing and exits 1.
@@ -25,12 +27,13 @@ const ESB_GPA = 0x1_0000_0000n;
 const hex = (v: bigint | number): string => `0x${v.toString(16)}`;
 const say = (s: string): void => void process.stdout.write(`${s}\n`);
 
-function parse(): { fd: number | undefined; offset: bigint; length: bigint | undefined; irq: number; nrIrqs: number } {
+function parse(): { fd: number | undefined; offset: bigint; length: bigint | undefined; sizeIsFixed: boolean; irq: number; nrIrqs: number } {
   const { values } = parseArgs({
     options: {
       'source-fd': { type: 'string' },
       'source-offset': { type: 'string', default: '0' },
       'source-length': { type: 'string' },
+      'size-is-fixed': { type: 'boolean', default: false },
       'guest-irq': { type: 'string', default: '5' },
       'nr-irqs': { type: 'string', default: '16' },
     },
@@ -39,6 +42,7 @@ function parse(): { fd: number | undefined; offset: bigint; length: bigint | und
     fd: values['source-fd'] === undefined ? undefined : Number(values['source-fd']),
     offset: BigInt(values['source-offset']),
     length: values['source-length'] === undefined ? undefined : BigInt(values['source-length']),
+    sizeIsFixed: values['size-is-fixed'] ?? false,
     irq: Number(values['guest-irq']),
     nrIrqs: Number(values['nr-irqs']),
   };
@@ -75,7 +79,8 @@ function main(): number {
   const events: MappingEvent[] = [];
   const watcher = esb.register({ name: 'example-watcher', handles: { pagesPerIrq: [2], kernelManaged: true }, unmap: (e) => void events.push(e), map: (e) => void events.push(e) });
 
-  // 4. The passthrough source, validated now (fstat, alignment, access mode): no SIGBUS later.
+  // 4. The passthrough source, validated now (fstat, alignment, access mode, a size that cannot
+  //    shrink, a trial mmap): no SIGBUS later.
   let source: PageSource;
   let stand: FakePassthroughDevice | undefined;
   if (args.fd === undefined) {
@@ -83,9 +88,9 @@ function main(): number {
     source = stand.pages(0);
     say(`source: no --source-fd given: a FakePassthroughDevice (memfd fd ${stand.fd}) stands in, its interrupt 0`);
   } else {
-    const { fd, offset, length } = args;
-    source = PageSource.fromFd(fd, offset, 1, { geometry: g, name: `fd${fd}`, ...(length === undefined ? {} : { length }) });
-    say(`source: fd ${fd} offset ${hex(offset)}: one interrupt's ${g.pagesPerIrq} pages, validated (fstat, alignment, read-write)`);
+    const { fd, offset, length, sizeIsFixed } = args;
+    source = PageSource.fromFd(fd, offset, 1, { geometry: g, name: `fd${fd}`, sizeIsFixed, ...(length === undefined ? {} : { length }) });
+    say(`source: fd ${fd} offset ${hex(offset)}: one interrupt's ${g.pagesPerIrq} pages, validated (fstat, alignment, read-write, size fixed, trial mmap)`);
   }
 
   // 5. Attach, then detach, and show what happened.

@@ -3,11 +3,15 @@
  * for interrupt n sit at their own offset (the approach-3 contract), and fake passthrough devices
  * whose pages `pages()` hands out as `PageSource`s. Every ESB page starts with an ASCII stamp
  * (`ipi:<irq>:<p>`, `pt<id>:<hostIrq>:<p>`, NUL-terminated) so a test tells pages apart by reading
- * memory. The files are sparse: only stamped pages cost memory.
+ * memory. The files are sparse: only stamped pages cost memory. Each memfd is sealed with
+ * F_SEAL_SHRINK once sized, as `PageSource.fromFd` requires of a memfd: nothing can truncate the
+ * pages away from under a region (a load past a file's end is SIGBUS).
  */
 import {
   DEFAULT_ESB_SHIFT,
+  F_SEAL_SHRINK,
   MAX_IRQS,
+  MFD_ALLOW_SEALING,
   MFD_CLOEXEC,
   O_CLOEXEC,
   O_RDWR,
@@ -55,7 +59,7 @@ export interface FakePassthroughOptions {
   native?: NativeLayer;
 }
 
-/** A memfd of ESB pages with stamps; the common part of both fakes. */
+/** A memfd of ESB pages with stamps, sealed against shrinking; the common part of both fakes. */
 class StampedFile {
   readonly handle: SharedFd;
   constructor(
@@ -66,16 +70,20 @@ class StampedFile {
   ) {
     let fd: number;
     try {
-      fd = native.memfdCreate(name, MFD_CLOEXEC);
+      fd = native.memfdCreate(name, MFD_CLOEXEC | MFD_ALLOW_SEALING);
     } catch (e) {
       throw new RemapError('E_SOURCE', `creating ${name}: memfd_create failed`, { cause: e });
     }
     this.handle = new SharedFd(native, fd);
+    // Size first, then seal: after F_SEAL_SHRINK the file can grow but never shrink.
+    let step = 'ftruncate';
     try {
       native.ftruncate(fd, BigInt(nrIrqs) * geometry.bytesPerIrq);
+      step = 'F_ADD_SEALS F_SEAL_SHRINK';
+      native.addSeals(fd, F_SEAL_SHRINK);
     } catch (e) {
       this.handle.release();
-      throw new RemapError('E_SOURCE', `creating ${name}: ftruncate failed`, { cause: e });
+      throw new RemapError('E_SOURCE', `creating ${name}: ${step} on fd ${fd} failed`, { cause: e });
     }
   }
 

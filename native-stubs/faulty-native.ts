@@ -20,7 +20,9 @@
  *   something there before the restore, which the restore's MAP_FIXED would then destroy, crashing
  *   the run. The range must lie inside a range claimed through this layer.
  * - `skip`: the call reports success without reaching the kernel (mmap returns the address it was
- *   asked for): a lying kernel, for testing that the tests notice a stale overlay.
+ *   asked for): a lying kernel, for testing that the tests notice a stale overlay. On mmap, `nth`
+ *   counts MAP_FIXED calls only: only a change of existing pages can be skipped (a skipped trial
+ *   mapping, as `PageSource.fromFd` makes, would change nothing and go unnoticed).
  *
  * `record(fn)` runs `fn` and lists every call it made, with each call's occurrence number, so a
  * test can enumerate the system calls of an operation and then arm a fault at each position.
@@ -48,13 +50,16 @@ export const FAULTABLE_CALLS = [
   'fstat',
   'dupCloexec',
   'accessMode',
+  'getSeals',
+  'addSeals',
+  'eventfd',
   'open',
   'close',
   'pwrite',
   'ioctl',
 ] as const;
 
-/** A `NativeLayer` method that makes a system call (`dupCloexec` and `accessMode` are both fcntl). */
+/** A `NativeLayer` method that makes a system call (`dupCloexec`, `accessMode`, `getSeals` and `addSeals` are all fcntl). */
 export type FaultableCall = (typeof FAULTABLE_CALLS)[number];
 
 /** The kernel's name of each call, as `NativeError.syscall` and `NativeLayer.counts` spell it. */
@@ -66,6 +71,9 @@ const SYSCALL: Readonly<Record<FaultableCall, string>> = {
   fstat: 'fstat',
   dupCloexec: 'fcntl',
   accessMode: 'fcntl',
+  getSeals: 'fcntl',
+  addSeals: 'fcntl',
+  eventfd: 'eventfd',
   open: 'open',
   close: 'close',
   pwrite: 'pwrite',
@@ -83,7 +91,7 @@ export interface FaultSpec {
   readonly nth?: number;
   /** The errno, as a value or a name such as `'ENOMEM'` (default `'EIO'`). Unused by `skip`. */
   readonly errno?: number | string;
-  /** `fail` (default), `hole` (mmap only) or `skip` (mmap, munmap, close only). */
+  /** `fail` (default), `hole` (mmap only) or `skip` (mmap, counting MAP_FIXED calls only; munmap, close). */
   readonly mode?: FaultMode;
 }
 
@@ -125,7 +133,11 @@ interface Armed {
   readonly spec: FiredFault['spec'];
   /** The instance-lifetime occurrence number of `spec.call` this fault fires on. */
   readonly target: number;
+  /** The counter `target` is on: the call, or `mmap:fixed` for a skipped mmap (MAP_FIXED calls only). */
+  readonly key: string;
 }
+
+const FIXED_MMAPS = 'mmap:fixed';
 
 const hex = (v: bigint): string => `0x${v.toString(16)}`;
 
@@ -162,7 +174,7 @@ export class FaultyNative implements NativeLayer {
 
   /** Faults armed and not yet hit. */
   get pending(): readonly FaultSpec[] {
-    return this.#armed.map((a) => ({ ...a.spec, nth: a.target - (this.#total[a.spec.call] ?? 0) }));
+    return this.#armed.map((a) => ({ ...a.spec, nth: a.target - (this.#total[a.key] ?? 0) }));
   }
 
   /** Faults that fired, oldest first (cleared by `reset()`). */
@@ -185,11 +197,12 @@ export class FaultyNative implements NativeLayer {
       throw new Error(`FaultyNative.inject: skip mode cannot fake a result for ${call}`);
     }
     const errno = typeof spec.errno === 'string' ? errnoValue(spec.errno) : spec.errno ?? errnoValue('EIO');
-    const target = (this.#total[call] ?? 0) + nth;
-    if (this.#armed.some((a) => a.spec.call === call && a.target === target)) {
+    const key = call === 'mmap' && mode === 'skip' ? FIXED_MMAPS : call;
+    const target = (this.#total[key] ?? 0) + nth;
+    if (this.#armed.some((a) => a.spec.call === call && a.key === key && a.target === target)) {
       throw new Error(`FaultyNative.inject: a fault is already armed on ${call} #${nth}`);
     }
-    this.#armed.push({ spec: Object.freeze({ call, nth, mode, errno }), target });
+    this.#armed.push({ spec: Object.freeze({ call, nth, mode, errno }), target, key });
     return this;
   }
 
@@ -269,6 +282,21 @@ export class FaultyNative implements NativeLayer {
     return this.inner.accessMode(fd);
   }
 
+  getSeals(fd: number): number {
+    this.#throwIf(this.#enter('getSeals', `fd ${fd}`));
+    return this.inner.getSeals(fd);
+  }
+
+  addSeals(fd: number, seals: number): void {
+    this.#throwIf(this.#enter('addSeals', `fd ${fd} seals 0x${seals.toString(16)}`));
+    this.inner.addSeals(fd, seals);
+  }
+
+  eventfd(initval: number, flags: number): number {
+    this.#throwIf(this.#enter('eventfd', `initval ${initval} flags 0x${flags.toString(16)}`));
+    return this.inner.eventfd(initval, flags);
+  }
+
   open(path: string, flags: number): number {
     this.#throwIf(this.#enter('open', path));
     return this.inner.open(path, flags);
@@ -320,10 +348,11 @@ export class FaultyNative implements NativeLayer {
 
   /** Count and record one call; return the fault it hits (already listed in `fired`), if any. */
   #enter(call: FaultableCall, detail: string, fixed = false): FiredFault | undefined {
-    const n = (this.#total[call] = (this.#total[call] ?? 0) + 1);
+    this.#total[call] = (this.#total[call] ?? 0) + 1;
+    if (fixed) this.#total[FIXED_MMAPS] = (this.#total[FIXED_MMAPS] ?? 0) + 1;
     const name = SYSCALL[call];
     this.#counts[name] = (this.#counts[name] ?? 0) + 1;
-    const i = this.#armed.findIndex((a) => a.spec.call === call && a.target === n);
+    const i = this.#armed.findIndex((a) => a.spec.call === call && (a.key === call || fixed) && a.target === this.#total[a.key]);
     let fault: FiredFault | undefined;
     if (i >= 0) {
       const { spec } = this.#armed[i] as Armed;

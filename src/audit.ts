@@ -1,12 +1,15 @@
 /**
  * Checking the region against the kernel's view (pure: the caller reads /proc and fstat).
  * `auditRegion` takes what the run table promises — for each segment of interrupts, the file and
- * offset its pages must come from — and the VMAs of /proc/PID/maps, and returns every
- * discrepancy: a hole, a VMA boundary inside an interrupt, a page from the wrong file or offset,
- * or more VMAs than the bound 2 × runs + 1. `inspectMaps` goes the other way for `xive-remap
- * inspect`: from another process's maps alone, it finds ESB regions and what overlays them.
+ * offset its pages must come from, and that file's size now (`backingFile` of its fstat) — and
+ * the VMAs of /proc/PID/maps, and returns every discrepancy: a hole, a VMA boundary inside an
+ * interrupt, a page from the wrong file or offset, pages past the end of a file that shrank under
+ * the region (a load there SIGBUSes), or more VMAs than the bound 2 × runs + 1. `inspectMaps` goes
+ * the other way for `xive-remap inspect`: from another process's maps alone, it finds ESB regions
+ * and what overlays them.
  */
-import type { MapsEntry } from './native/types.js';
+import type { FileStat, MapsEntry } from './native/types.js';
+import { fdKind } from './source.js';
 
 /** A file as /proc/PID/maps names it: `major:minor` (hex) and inode. */
 export interface FileId {
@@ -14,6 +17,11 @@ export interface FileId {
   readonly dev: string;
   /** Inode number. */
   readonly ino: bigint;
+  /**
+   * The file's size now, for a file whose size bounds what may be mapped from it (a regular file
+   * or memfd); absent for device fds (character devices, anonymous inodes), whose fstat size is 0.
+   */
+  readonly size?: bigint;
 }
 
 /** The maps-style `major:minor` of an st_dev from fstat (glibc's new_decode_dev). */
@@ -22,6 +30,12 @@ export function devString(stDev: bigint): string {
   const minor = (stDev & 0xffn) | ((stDev >> 12n) & ~0xffn);
   const hex = (v: bigint): string => v.toString(16).padStart(2, '0');
   return `${hex(major)}:${hex(minor)}`;
+}
+
+/** What the audit needs of a backing file, from its fstat now: its identity in maps, and its size where that bounds the pages. */
+export function backingFile(st: FileStat): FileId {
+  const id = { dev: devString(st.dev), ino: st.ino };
+  return fdKind(st.mode) === 'file' ? { ...id, size: st.size } : id;
 }
 
 /** A run of interrupts whose pages must all come from one file, consecutively from `offset`. */
@@ -40,8 +54,12 @@ export interface ExpectedSegment {
 
 /** One way the kernel's view differs from the table. */
 export interface Discrepancy {
-  /** `hole`: no mapping; `split`: a VMA boundary inside an interrupt; `wrong-file` / `wrong-offset`: other pages than promised; `vma-bound`: more VMAs than 2 × runs + 1. */
-  readonly kind: 'hole' | 'split' | 'wrong-file' | 'wrong-offset' | 'vma-bound';
+  /**
+   * `hole`: no mapping; `split`: a VMA boundary inside an interrupt; `wrong-file` / `wrong-offset`:
+   * other pages than promised; `past-eof`: pages mapped past the end of their file, which shrank
+   * after it was validated (a load from them SIGBUSes); `vma-bound`: more VMAs than 2 × runs + 1.
+   */
+  readonly kind: 'hole' | 'split' | 'wrong-file' | 'wrong-offset' | 'vma-bound' | 'past-eof';
   /** First interrupt concerned. */
   readonly first: number;
   /** Last interrupt concerned (inclusive). */
@@ -110,6 +128,20 @@ export function auditRegion(input: AuditInput, maps: readonly MapsEntry[]): Disc
     }
   }
   if (covered < end) hole(covered, end);
+  for (const seg of segments) {
+    const size = seg.file.size;
+    const segEnd = seg.offset + BigInt(seg.count) * bpi;
+    if (size === undefined || segEnd <= size) continue;
+    // Interrupts whose pages all lie before the end are fine; the first one cut (or wholly past) is not.
+    const whole = size > seg.offset ? (size - seg.offset) / bpi : 0n;
+    out.push({
+      kind: 'past-eof',
+      first: seg.first + Number(whole),
+      last: seg.first + seg.count - 1,
+      expected: `${seg.name}: a file of at least ${hex(segEnd)} bytes (pages to that offset are mapped)`,
+      found: `the file (${seg.file.dev} inode ${seg.file.ino}) ends at ${hex(size)}: a load from these interrupts would SIGBUS`,
+    });
+  }
   const bound = 2 * input.runs + 1;
   if (vmas.length > bound) {
     out.push({ kind: 'vma-bound', first: 0, last: nrIrqs - 1, expected: `at most ${bound} VMAs (2 × ${input.runs} runs + 1)`, found: `${vmas.length} VMAs` });
@@ -139,42 +171,66 @@ function ipiEsbBase(m: MapsEntry, pageSize: bigint): bigint | null {
 
 /**
  * Find the ESB regions in a process's maps: runs of adjacent VMAs anchored on IPI ESB mappings,
- * with every other mapping inside them shown as an overlay.
+ * with every other mapping inside them shown as an overlay. A region's interrupt 0 is at its base
+ * (an IPI VMA's address minus its file offset into the ESB range); maps do not say where a region
+ * ends, so where two regions sit back to back the lower one ends at the upper one's base: overlays
+ * below that base are the lower region's last interrupts, those at or above it the upper one's
+ * first, and a VMA the kernel merged across the seam is split there. (An upper region with no IPI
+ * page left at all has no base to find; its overlays are then shown as the lower region's.)
  */
 export function inspectMaps(maps: readonly MapsEntry[], bytesPerIrq: bigint, pageSize: bigint): InspectedRegion[] {
   const sorted = [...maps].sort((a, b) => (a.start < b.start ? -1 : 1));
+  const at = (n: number): MapsEntry => sorted[n] as MapsEntry;
+  const baseOf = (x: MapsEntry): bigint | null => {
+    const b = ipiEsbBase(x, pageSize);
+    return b === null ? null : x.start - (x.offset - b);
+  };
+  const adjacent = (n: number): boolean => at(n - 1).end === at(n).start; // entry n touches entry n - 1
   const regions: InspectedRegion[] = [];
+  let floor = 0n; // where the previous region ended: nothing below it belongs to the next one
   let i = 0;
   while (i < sorted.length) {
-    const m = sorted[i] as MapsEntry;
-    const esbBase = ipiEsbBase(m, pageSize);
-    if (esbBase === null) {
+    const m = at(i);
+    const base = baseOf(m);
+    if (base === null) {
       i++;
       continue;
     }
-    const base = m.start - (m.offset - esbBase);
-    // Extend backwards over adjacent overlays that belong to the region (interrupts before the first IPI VMA).
+    const low = base > floor ? base : floor;
+    // Back over adjacent overlays that reach at or above the base (interrupts before the first IPI VMA).
     let j = i;
-    while (j > 0 && (sorted[j - 1] as MapsEntry).end === (sorted[j] as MapsEntry).start && (sorted[j - 1] as MapsEntry).start >= base) j--;
+    while (j > 0 && adjacent(j) && at(j - 1).end > low && baseOf(at(j - 1)) === null) j--;
+    // Forward over overlays and this region's own IPI VMAs, up to a gap or another region's IPI VMA.
     let k = i;
-    const sameRegion = (x: MapsEntry): boolean => {
-      const b = ipiEsbBase(x, pageSize);
-      return b === null || (x.path === m.path && x.start - (x.offset - b) === base);
-    };
-    while (k + 1 < sorted.length && (sorted[k + 1] as MapsEntry).start === (sorted[k] as MapsEntry).end && sameRegion(sorted[k + 1] as MapsEntry)) k++;
+    let high: bigint | null = null; // the next region's base, when it follows without a gap
+    while (k + 1 < sorted.length && adjacent(k + 1)) {
+      const next = at(k + 1);
+      const b = baseOf(next);
+      if (b !== null && !(next.path === m.path && b === base)) {
+        high = b > base ? b : next.start;
+        break;
+      }
+      k++;
+    }
+    // Overlays at or past the next region's base are that region's first interrupts.
+    while (k > i && high !== null && at(k).start >= high) k--;
     // Trailing overlays after the last IPI VMA are only taken while they look like shared ESB pages.
-    while (k > i && ipiEsbBase(sorted[k] as MapsEntry, pageSize) === null && !(sorted[k] as MapsEntry).perms.endsWith('s')) k--;
+    while (k > i && baseOf(at(k)) === null && !at(k).perms.endsWith('s')) k--;
     const ranges = sorted.slice(j, k + 1).map((v) => {
-      const isIpi = ipiEsbBase(v, pageSize) !== null;
+      const s = v.start > low ? v.start : low;
+      const e = high !== null && v.end > high ? high : v.end;
+      const isIpi = baseOf(v) !== null;
       return {
-        first: Number((v.start - base) / bytesPerIrq),
-        last: Number((v.end - base) / bytesPerIrq) - 1,
+        first: Number((s - base) / bytesPerIrq),
+        last: Number((e - base) / bytesPerIrq) - 1,
         backing: isIpi ? 'ipi' : v.path || '(anonymous)',
-        offset: v.offset,
+        offset: v.offset + (s - v.start),
         ipi: isIpi,
       };
     });
-    regions.push({ base, end: (sorted[k] as MapsEntry).end, ipi: m.path, ranges });
+    const end = high !== null && at(k).end > high ? high : at(k).end;
+    regions.push({ base, end, ipi: m.path, ranges });
+    floor = end;
     i = k + 1;
   }
   return regions;

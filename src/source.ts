@@ -1,19 +1,54 @@
 /**
  * Where passthrough pages come from. A `PageSource` is an fd, a file offset and a number of
- * interrupts, validated once when it is made (fstat size, alignment, access mode) so that attach
- * is a single mmap and can never SIGBUS later (invariant 6). It holds its own duplicate of the fd
- * in a reference-counted `SharedFd`: the caller may close its fd at any time (invariant 7), and
- * each attached run keeps the duplicate alive until it is detached, so a failed detach can always
- * put the passthrough pages back.
+ * interrupts, validated once when it is made so that attach is a single mmap and can never fail
+ * later or SIGBUS the guest (invariant 6). `fromFd` checks, in this order: the file type (fstat),
+ * the access mode (F_GETFL), that the size cannot shrink under a region (F_GET_SEALS, or the kind
+ * of fd: see `fromFd`), the size against the pages, and last that the fd really maps shared
+ * read-write (a trial mmap of the first page at a fresh address, unmapped at once). The cost is
+ * paid here, once per source, never on attach.
+ *
+ * A source holds its own duplicate of the fd in a reference-counted `SharedFd`: the caller may
+ * close its fd at any time (invariant 7), and each attached run keeps the duplicate alive until it
+ * is detached, so a failed detach can always put the passthrough pages back.
  */
-import { RemapError } from './errors.js';
+import { NativeError, RemapError } from './errors.js';
 import type { EsbGeometry } from './geometry.js';
-import { realNative, O_RDWR, type NativeLayer } from './native/index.js';
+import {
+  F_SEAL_FUTURE_WRITE,
+  F_SEAL_SHRINK,
+  F_SEAL_WRITE,
+  MAP_SHARED,
+  O_RDWR,
+  PROT_READ,
+  PROT_WRITE,
+  realNative,
+  type NativeLayer,
+} from './native/index.js';
 import { show } from './validate.js';
 
 const S_IFMT = 0o170000;
 const S_IFREG = 0o100000;
 const S_IFCHR = 0o020000;
+const EINVAL = 22; // the same on every Linux architecture (asm-generic/errno-base.h)
+
+/**
+ * How fstat's file type sorts an fd by whether its size can shrink under a mapping:
+ * - `device`: a character device (S_IFCHR, e.g. VFIO's /dev/vfio/devices/vfioN) or an anonymous
+ *   inode (no file type bits: KVM device fds, VFIO device fds from VFIO_GROUP_GET_DEVICE_FD). The
+ *   driver's mmap handler decides what is mapped; there is no file size a caller could shrink.
+ * - `file`: a regular file (S_IFREG; memfds too): ftruncate can shrink it, and a page past its new
+ *   end SIGBUSes on the next load, so it needs F_SEAL_SHRINK or the caller's `sizeIsFixed`.
+ * Anything else (pipe, socket, directory, block device) cannot be a source. fstat reports an
+ * anonymous inode with no file type bits (seen on 6.18 with an eventfd and a KVM vCPU fd, whose
+ * test checks it). A kernel that reported another type for them would make device fds look like
+ * unsealable files: refused with a message naming `sizeIsFixed`, never unsafe.
+ */
+export function fdKind(mode: number): 'device' | 'file' | null {
+  const type = mode & S_IFMT;
+  if (type === S_IFREG) return 'file';
+  if (type === S_IFCHR || type === 0) return 'device';
+  return null;
+}
 
 /** An fd shared by reference count: closed when the last holder releases it. */
 export class SharedFd {
@@ -60,6 +95,14 @@ export interface FromFdOptions {
   length?: bigint;
   /** The source's ESB layout when it is known; attach refuses a region with another layout. */
   geometry?: EsbGeometry;
+  /**
+   * For a regular file that is not sealed with F_SEAL_SHRINK: the caller guarantees that nothing
+   * truncates the file below the pages while any region maps them (e.g. a sysfs PCI resource file,
+   * or a file only the VMM can write). Without it such a file is refused, because a load from a page
+   * past a shrunk file's end kills the process with SIGBUS; `audit()` reports it if it happens
+   * anyway. Not needed (and ignored) for sealed memfds and device fds, whose size cannot shrink.
+   */
+  sizeIsFixed?: boolean;
   /** A name for `backingOf` and error messages (default `fd<n>`). */
   name?: string;
   /** Native layer (tests). */
@@ -96,12 +139,18 @@ export class PageSource {
   /**
    * A source for `count` interrupts at `offset` in any fd the caller holds (a VFIO device region,
    * a KVM device, a memfd). The fd is validated and duplicated now; the caller keeps its own fd.
+   * Accepted are fds whose size cannot shrink under a region: a memfd sealed with F_SEAL_SHRINK
+   * (and not write-sealed), a character device or an anonymous inode (KVM and VFIO device fds: the
+   * driver fixes the size; pass `{ length }`, as fstat says 0), and a plain regular file only with
+   * `{ sizeIsFixed: true }`. The fd must then map shared read-write at `offset`: a trial mmap of one
+   * page at a fresh address (never MAP_FIXED, never loaded from, unmapped at once) proves it.
    * @throws RemapError E_SOURCE if the fd is closed, not read-write, not mappable (pipe, socket,
-   *   directory), too small for the pages, or the offset is not page-aligned
+   *   directory, eventfd), write-sealed, may shrink, is too small for the pages, or the offset is
+   *   not page-aligned; the errno error, where there is one, as `cause`
    */
   static fromFd(fd: number, offset: number | bigint = 0, count = 1, options: FromFdOptions = {}): PageSource {
-    const native = options.native ?? realNative;
     const op = `PageSource.fromFd(${show(fd)})`;
+    const { native, length, sizeIsFixed, geometry, name } = readOptions(op, options);
     if (typeof fd !== 'number' || !Number.isInteger(fd) || fd < 0) throw new RemapError('E_SOURCE', `${op}: not a file descriptor`);
     if (!(typeof offset === 'bigint' || (typeof offset === 'number' && Number.isSafeInteger(offset))) || BigInt(offset) < 0n) {
       throw new RemapError('E_SOURCE', `${op}: offset ${show(offset)} is not a non-negative integer`);
@@ -113,6 +162,10 @@ export class PageSource {
     if (off % BigInt(native.pageSize) !== 0n) {
       throw new RemapError('E_SOURCE', `${op}: offset 0x${off.toString(16)} is not aligned to the ${native.pageSize}-byte page`);
     }
+    if (length !== undefined && (typeof length !== 'bigint' || length <= 0n)) {
+      throw new RemapError('E_SOURCE', `${op}: length ${show(length)} is not a positive bigint`);
+    }
+    if (typeof sizeIsFixed !== 'boolean') throw new RemapError('E_SOURCE', `${op}: sizeIsFixed ${show(sizeIsFixed)} is not a boolean`);
     let dup: number;
     try {
       dup = native.dupCloexec(fd);
@@ -122,18 +175,15 @@ export class PageSource {
     const handle = new SharedFd(native, dup);
     try {
       const st = native.fstat(dup);
-      const type = st.mode & S_IFMT;
-      if (type !== S_IFREG && type !== S_IFCHR && type !== 0) {
-        throw new RemapError('E_SOURCE', `${op}: not a mappable file (st_mode 0${(st.mode >>> 0).toString(8)}: pipe, socket or directory)`);
+      const kind = fdKind(st.mode);
+      if (kind === null) {
+        throw new RemapError('E_SOURCE', `${op}: not a mappable file (st_mode 0${(st.mode >>> 0).toString(8)}: pipe, socket, directory or block device)`);
       }
       const mode = native.accessMode(dup);
       if (mode !== O_RDWR) {
         throw new RemapError('E_SOURCE', `${op}: opened ${mode === 0 ? 'read-only' : 'write-only'}; ESB pages need a read-write shared mapping`);
       }
-      const { length } = options;
-      if (length !== undefined && (typeof length !== 'bigint' || length <= 0n)) {
-        throw new RemapError('E_SOURCE', `${op}: length ${show(length)} is not a positive bigint`);
-      }
+      if (kind === 'file') checkSeals(op, native, dup, fd, sizeIsFixed);
       // A length may only narrow what fstat says: mapping past a regular file's end would SIGBUS.
       if (length !== undefined && st.size > 0n && length > st.size) {
         throw new RemapError('E_SOURCE', `${op}: length 0x${length.toString(16)} is larger than the file (0x${st.size.toString(16)} bytes); a load past its end would SIGBUS`);
@@ -142,13 +192,15 @@ export class PageSource {
       if (limit <= off) {
         throw new RemapError(
           'E_SOURCE',
-          options.length === undefined && st.size === 0n
+          length === undefined && st.size === 0n
             ? `${op}: fstat reports size 0, so the pages cannot be checked; pass { length } (e.g. the VFIO region size)`
             : `${op}: offset 0x${off.toString(16)} is past the end of the file (0x${limit.toString(16)} bytes)`,
         );
       }
-      if (options.geometry) checkFits(op, off, count, limit, options.geometry);
-      return new PageSource(handle, off, count, limit, options.name ?? `fd${fd}`, options.geometry, undefined);
+      if (geometry) checkFits(op, off, count, limit, geometry);
+      // Last: only an fd that passed every cheap check is mapped, and at an offset known to be valid.
+      trialMap(op, native, dup, fd, off);
+      return new PageSource(handle, off, count, limit, name ?? `fd${fd}`, geometry, undefined);
     } catch (e) {
       handle.release();
       if (e instanceof RemapError) throw e;
@@ -211,3 +263,67 @@ export function checkFits(op: string, offset: bigint, count: number, limit: bigi
   }
 }
 
+
+/** Read `fromFd`'s options once (a getter that throws, or options that are not an object, is E_SOURCE). */
+function readOptions(op: string, options: unknown): Omit<FromFdOptions, 'native' | 'sizeIsFixed'> & { native: NativeLayer; sizeIsFixed: unknown } {
+  if (typeof options !== 'object' || options === null) throw new RemapError('E_SOURCE', `${op}: options ${show(options)} is not an object`);
+  try {
+    const o = options as FromFdOptions;
+    return { native: o.native ?? realNative, length: o.length, sizeIsFixed: o.sizeIsFixed ?? false, geometry: o.geometry, name: o.name };
+  } catch (e) {
+    throw new RemapError('E_SOURCE', `${op}: reading the options threw`, { cause: e });
+  }
+}
+
+/**
+ * A regular file's seals (F_GET_SEALS on `dup`, the caller's `fd` in messages): refuse a write seal
+ * (a shared writable mapping is EPERM) and, unless the caller vouches for the size, a file that
+ * may shrink. EINVAL means a file that cannot be sealed at all (not shmem or hugetlbfs).
+ */
+function checkSeals(op: string, native: NativeLayer, dup: number, fd: number, sizeIsFixed: boolean): void {
+  let seals = 0;
+  let unsealable: NativeError | undefined;
+  try {
+    seals = native.getSeals(dup);
+  } catch (e) {
+    if (!(e instanceof NativeError && e.errno === EINVAL)) {
+      throw new RemapError('E_SOURCE', `${op}: reading the seals of fd ${fd} (F_GET_SEALS) failed`, { cause: e });
+    }
+    unsealable = e;
+  }
+  const write = seals & (F_SEAL_WRITE | F_SEAL_FUTURE_WRITE);
+  if (write) {
+    const names = [write & F_SEAL_WRITE ? 'F_SEAL_WRITE' : '', write & F_SEAL_FUTURE_WRITE ? 'F_SEAL_FUTURE_WRITE' : ''].filter(Boolean).join(' and ');
+    throw new RemapError('E_SOURCE', `${op}: fd ${fd} is sealed with ${names} (F_GET_SEALS 0x${seals.toString(16)}): ESB pages need a shared writable mapping, which the kernel refuses (EPERM)`);
+  }
+  if (seals & F_SEAL_SHRINK || sizeIsFixed) return;
+  const why = unsealable
+    ? `is a regular file that cannot be sealed (F_GET_SEALS: EINVAL), so nothing stops it from shrinking`
+    : `is not sealed with F_SEAL_SHRINK (F_GET_SEALS 0x${seals.toString(16)})`;
+  throw new RemapError(
+    'E_SOURCE',
+    `${op}: fd ${fd} ${why}: truncated under a region, the guest's next load from its pages would SIGBUS. Seal it (memfd_create with MFD_ALLOW_SEALING, then F_ADD_SEALS F_SEAL_SHRINK) or, if nothing can shrink it, pass { sizeIsFixed: true }`,
+    unsealable ? { cause: unsealable } : undefined,
+  );
+}
+
+/**
+ * Prove that `dup` maps shared read-write at `offset`, as attach will map it: one page at an
+ * address the kernel picks (never MAP_FIXED: nothing of ours is replaced), unmapped at once. The
+ * page is never loaded from: a real ESB page's loads have side effects. An eventfd fails here
+ * (ENODEV), as do a write-sealed file (EPERM) and a driver that refuses the offset (EINVAL).
+ */
+function trialMap(op: string, native: NativeLayer, dup: number, fd: number, offset: bigint): void {
+  const page = BigInt(native.pageSize);
+  let addr: bigint;
+  try {
+    addr = native.mmap(0n, page, PROT_READ | PROT_WRITE, MAP_SHARED, dup, offset);
+  } catch (e) {
+    throw new RemapError('E_SOURCE', `${op}: fd ${fd} cannot be mapped shared read-write at offset 0x${offset.toString(16)} (a trial mmap of one page failed)`, { cause: e });
+  }
+  try {
+    native.munmap(addr, page);
+  } catch (e) {
+    throw new RemapError('E_SOURCE', `${op}: unmapping the trial mapping of fd ${fd} at 0x${addr.toString(16)} failed; that page stays mapped`, { cause: e });
+  }
+}

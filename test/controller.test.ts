@@ -126,8 +126,13 @@ for (const unmergeable of [false, true]) {
 
     describe('refuses bad input with a RemapError and leaves the region unchanged', () => {
       const badIrqs: unknown[] = [-1, 512, 1e9, 1.5, NaN, Infinity, '42', 42n, null, undefined];
-      beforeEach(() => esb.attach(7, pt1.pages(1)));
+      let tooSmall: PageSource; // made before the mmap count: fromFd's trial mmap is not the attach's
+      beforeEach(() => {
+        esb.attach(7, pt1.pages(1));
+        tooSmall = PageSource.fromFd(pt2.fd, 63n * esb.geometry.bytesPerIrq + esb.geometry.esbPageSize);
+      });
       afterEach(() => {
+        tooSmall.close();
         expectStamps(esb, new Map([[7, 'pt1:1']]));
         expect(regionVmas(esb).length).to.be.at.most(3);
       });
@@ -152,7 +157,7 @@ for (const unmergeable of [false, true]) {
         ['a closed source', () => { const s = pt2.pages(0); s.close(); esb.attach(10, s); }, 'E_SOURCE', /closed/],
         ['something that is not a source', () => esb.attach(10, {} as PageSource), 'E_SOURCE', /not a PageSource/],
         ['a source of another ESB layout', () => esb.attach(10, FakePassthroughDevice.create({ nrIrqs: 2, id: 9, esbShift: 16 }).pages(0)), 'E_GEOMETRY', /esbShift 16/],
-        ['a fromFd source too small', () => esb.attach(10, PageSource.fromFd(pt2.fd, 63n * esb.geometry.bytesPerIrq + esb.geometry.esbPageSize)), 'E_SOURCE', /past the source/],
+        ['a fromFd source too small', () => esb.attach(10, tooSmall), 'E_SOURCE', /past the source/],
       ];
       for (const [what, run, code, message] of cases) {
         it(`${what} → ${code}`, () => {

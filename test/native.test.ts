@@ -1,6 +1,22 @@
 import { expect } from 'chai';
 import { NativeError, RemapError } from 'xive-remap';
-import { MAP_ANONYMOUS, MAP_FIXED, MAP_PRIVATE, MFD_CLOEXEC, OwnedRanges, parseMaps, PROT_READ, PROT_WRITE, realNative } from '../src/internal.js';
+import { FaultyNative } from 'xive-remap/native-stubs';
+import {
+  EFD_CLOEXEC,
+  F_SEAL_SEAL,
+  F_SEAL_SHRINK,
+  MAP_ANONYMOUS,
+  MAP_FIXED,
+  MAP_PRIVATE,
+  MAP_SHARED,
+  MFD_ALLOW_SEALING,
+  MFD_CLOEXEC,
+  OwnedRanges,
+  parseMaps,
+  PROT_READ,
+  PROT_WRITE,
+  realNative,
+} from '../src/internal.js';
 
 describe('native layer', () => {
   it('reports the host page size from libc', () => {
@@ -69,6 +85,57 @@ describe('native layer', () => {
       realNative.close(dup);
     } finally {
       realNative.close(fd);
+    }
+  });
+
+  it('reads and adds seals (fcntl F_GET_SEALS / F_ADD_SEALS), and the kernel enforces them', () => {
+    const fd = realNative.memfdCreate('seal-test', MFD_CLOEXEC | MFD_ALLOW_SEALING);
+    const born = realNative.memfdCreate('born-sealed', MFD_CLOEXEC);
+    try {
+      realNative.ftruncate(fd, 2n * BigInt(realNative.pageSize));
+      expect(realNative.getSeals(fd)).to.equal(0);
+      realNative.addSeals(fd, F_SEAL_SHRINK);
+      expect(realNative.getSeals(fd)).to.equal(F_SEAL_SHRINK);
+      expect(() => realNative.ftruncate(fd, 0n)).to.throw(NativeError).with.property('code', 'EPERM');
+      realNative.ftruncate(fd, 4n * BigInt(realNative.pageSize)); // growing is still allowed
+      // Without MFD_ALLOW_SEALING a memfd is born with F_SEAL_SEAL: no seal can be added.
+      expect(realNative.getSeals(born)).to.equal(F_SEAL_SEAL);
+      expect(() => realNative.addSeals(born, F_SEAL_SHRINK)).to.throw(NativeError).with.property('code', 'EPERM');
+      // A file that is not shmem cannot be sealed at all.
+      const plain = realNative.open('/proc/self/maps', 0);
+      try {
+        expect(() => realNative.getSeals(plain)).to.throw(NativeError).with.property('code', 'EINVAL');
+      } finally {
+        realNative.close(plain);
+      }
+    } finally {
+      realNative.close(fd);
+      realNative.close(born);
+    }
+  });
+
+  it('makes an eventfd: an anonymous inode (no file type in st_mode) that cannot be mapped (ENODEV)', () => {
+    const fd = realNative.eventfd(0, EFD_CLOEXEC);
+    try {
+      expect(realNative.fstat(fd).mode & 0o170000).to.equal(0);
+      expect(() => realNative.mmap(0n, BigInt(realNative.pageSize), PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0n)).to.throw(NativeError).with.property('code', 'ENODEV');
+    } finally {
+      realNative.close(fd);
+    }
+  });
+
+  it('FaultyNative can fail the new calls (getSeals, addSeals and eventfd count as fcntl, fcntl, eventfd)', () => {
+    const f = new FaultyNative();
+    const fd = f.memfdCreate('faulty-seals', MFD_CLOEXEC | MFD_ALLOW_SEALING);
+    try {
+      f.inject({ call: 'getSeals', errno: 'EBADF' }).inject({ call: 'addSeals', errno: 'EBUSY' }).inject({ call: 'eventfd', errno: 'EMFILE' });
+      expect(() => f.getSeals(fd)).to.throw(NativeError).with.property('code', 'EBADF');
+      expect(() => f.addSeals(fd, F_SEAL_SHRINK)).to.throw(NativeError).with.property('code', 'EBUSY');
+      expect(() => f.eventfd(0, EFD_CLOEXEC)).to.throw(NativeError).with.property('code', 'EMFILE');
+      expect(f.getSeals(fd)).to.equal(0); // the failed add changed nothing
+      expect(f.counts).to.include({ fcntl: 3, eventfd: 1 });
+    } finally {
+      f.close(fd);
     }
   });
 

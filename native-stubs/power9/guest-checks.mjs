@@ -218,10 +218,11 @@ if (st.raw) {
 
 // --- the example ----------------------------------------------------------------------------------
 await check(`examples/power-hotplug.js: VM + XIVE device, ${autoMode} region, one memslot, attach/detach of a memfd passed as fd 3`, () => {
-  const { realNative, MFD_CLOEXEC } = need(st.internal, 'the library');
-  const memfd = realNative.memfdCreate('passthrough-stand-in', MFD_CLOEXEC);
+  const { realNative, MFD_CLOEXEC, MFD_ALLOW_SEALING, F_SEAL_SHRINK } = need(st.internal, 'the library');
+  const memfd = realNative.memfdCreate('passthrough-stand-in', MFD_CLOEXEC | MFD_ALLOW_SEALING);
   try {
     realNative.ftruncate(memfd, 1n << 20n);
+    realNative.addSeals(memfd, F_SEAL_SHRINK); // PageSource.fromFd takes a memfd only if it cannot shrink
     const r = spawnSync(process.execPath, [example, '--source-fd', '3', '--source-offset', '0x20000', '--guest-irq', '5'],
       { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe', memfd] });
     detail(r.stdout + (r.stderr ? `stderr: ${r.stderr}` : ''));

@@ -14,6 +14,9 @@ import { MAP_FIXED, type FileStat, type MapsEntry, type NativeLayer } from './ty
 const MAP_FAILED = 0xffffffffffffffffn;
 const F_GETFL = 3;
 const F_DUPFD_CLOEXEC = 1030;
+// F_LINUX_SPECIFIC_BASE (1024) + 9 and + 10, generic include/uapi/linux/fcntl.h (same on x86_64 and ppc64le).
+const F_ADD_SEALS = 1033;
+const F_GET_SEALS = 1034;
 const O_ACCMODE = 3;
 
 const libc = koffi.load('libc.so.6');
@@ -23,6 +26,7 @@ const c = {
   memfd_create: libc.func('int memfd_create(const char *name, unsigned int flags)'),
   ftruncate: libc.func('int ftruncate(int fd, int64_t length)'),
   fcntl: libc.func('int fcntl(int fd, int cmd, ...)'),
+  eventfd: libc.func('int eventfd(unsigned int initval, int flags)'),
   open: libc.func('int open(const char *path, int flags, ...)'),
   close: libc.func('int close(int fd)'),
   pwrite: libc.func('intptr_t pwrite(int fd, const void *buf, size_t count, int64_t offset)'),
@@ -102,6 +106,25 @@ export const realNative: NativeLayer = {
     const r = c.fcntl(fd, F_GETFL, 'int', 0) as number;
     if (r < 0) fail('fcntl', `F_GETFL fd ${fd}`);
     return r & O_ACCMODE;
+  },
+
+  getSeals(fd) {
+    count('fcntl');
+    const r = c.fcntl(fd, F_GET_SEALS, 'int', 0) as number;
+    if (r < 0) fail('fcntl', `F_GET_SEALS fd ${fd}`);
+    return r;
+  },
+
+  addSeals(fd, seals) {
+    count('fcntl');
+    if ((c.fcntl(fd, F_ADD_SEALS, 'int', seals) as number) < 0) fail('fcntl', `F_ADD_SEALS 0x${seals.toString(16)} fd ${fd}`);
+  },
+
+  eventfd(initval, flags) {
+    count('eventfd');
+    const fd = c.eventfd(initval, flags) as number;
+    if (fd < 0) fail('eventfd');
+    return fd;
   },
 
   open(path, flags) {
