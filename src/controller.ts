@@ -26,7 +26,7 @@
  * restore for a 1,024-interrupt gap, ~60× for a 16,384-interrupt one on the machine measured.
  * Hot-unplug is rare next to the guest's interrupt traffic; this is the price of invariant 5.
  */
-import { auditRegion, devString, type Discrepancy, type ExpectedSegment, type FileId } from './audit.js';
+import { auditRegion, backingFile, type Discrepancy, type ExpectedSegment, type FileId } from './audit.js';
 import { RemapError, errnoOf, errnoValue } from './errors.js';
 import type { DeviceContract, EsbDevice, IpiPages } from './device.js';
 export type { Backing, RunInfo } from './run-table.js';
@@ -382,10 +382,7 @@ export class EsbController {
 
   #audit(): Discrepancy[] {
     const ipi = this.#ipi as IpiPages;
-    const fileOf = (fd: number): FileId => {
-      const st = this.#native.fstat(fd);
-      return { dev: devString(st.dev), ino: st.ino };
-    };
+    const fileOf = (fd: number): FileId => backingFile(this.#native.fstat(fd));
     const ipiFile = ipi.withFd(fileOf);
     const runs = this.mode === 'overlay' ? this.#runs.runs : [];
     const segments: ExpectedSegment[] = [];

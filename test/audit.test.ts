@@ -228,7 +228,7 @@ describe('a source truncated under an attached overlay (issue 12, item 1; nothin
 
   // Needs the one-line change to EsbController#audit described in the sources branch's report
   // (`fileOf` returns `backingFile(fstat)`): src/controller.ts belongs to the lead.
-  it.skip('esb.audit() reports past-eof for a source truncated under the overlay (needs the controller change)', () => {
+  it('esb.audit() reports past-eof for a source truncated under the overlay', () => {
     realNative.ftruncate(fd, 3n * esb.geometry.bytesPerIrq);
     expect(esb.audit().map((x) => [x.kind, x.first, x.last])).to.deep.equal([['past-eof', 41, 42]]);
     expect(esb.detachRange(40, 3)).to.equal(3);
