@@ -131,8 +131,8 @@ export function runDemo(observer?: DemoObserver): DemoResult {
   }
 }
 
-/** The demo as text for a terminal. */
-export function renderDemo(r: DemoResult): string {
+/** The demo as text for a terminal; `noGuest`, if given, says why no KVM guest looked (before the verdict, which ends the text). */
+export function renderDemo(r: DemoResult, noGuest?: string): string {
   const mib = Number(BigInt(r.region.size) >> 20n);
   const lines = [
     `xive-remap demo: fake XIVE device, ${r.region.nrIrqs} interrupts, esbShift ${r.region.esbShift}; region ${r.region.userspaceAddr} (${mib} MiB) = the one memslot`,
@@ -150,7 +150,9 @@ export function renderDemo(r: DemoResult): string {
     lines.push(`   ${checks.join(' · ')}`);
     if (s.guest !== undefined) lines.push(`   guest: ${s.guest}`);
   });
-  lines.push('', r.ok ? 'all checks passed' : 'SOME CHECKS FAILED');
+  lines.push('');
+  if (noGuest !== undefined) lines.push(`(no KVM guest view: ${noGuest})`);
+  lines.push(r.ok ? 'all checks passed' : 'SOME CHECKS FAILED');
   return lines.join('\n');
 }
 

@@ -43,7 +43,7 @@ export async function main(argv: string[]): Promise<number> {
       const { observer, why } = values['no-guest'] ? { observer: undefined, why: '--no-guest' } : kvmGuestObserver();
       const r = runDemo(observer);
       if (values.json) process.stdout.write(`${json({ ...r, guest: observer ? 'kvm-x86' : `none: ${why}` })}\n`);
-      else process.stdout.write(`${renderDemo(r)}${observer ? '' : `\n(no KVM guest view: ${why})`}\n`);
+      else process.stdout.write(`${renderDemo(r, observer ? undefined : why)}\n`);
       return r.ok ? 0 : 1;
     }
     case 'inspect': {
