@@ -1,11 +1,11 @@
 // The demo (`npm start`), run as a user runs it, on this host as it is and under XIVE_REMAP_NO_KVM=1:
 // every step's checks pass either way, and the guest's view is there exactly where a guest can run.
 import { expect } from 'chai';
-import { execFileSync } from 'node:child_process';
+import { execFileSync, spawnSync } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { KvmX86Guest } from '../native-stubs/kvm-x86-guest.js';
 
-const cli = fileURLToPath(new URL('../src/cli/main.js', import.meta.url));
+const demoJs = fileURLToPath(new URL('../examples/demo.js', import.meta.url));
 
 interface DemoJson {
   ok: boolean;
@@ -20,7 +20,7 @@ function demo(noKvm: string | undefined): { text: string; json: DemoJson } {
   const env = { ...process.env };
   if (noKvm === undefined) delete env.XIVE_REMAP_NO_KVM;
   else env.XIVE_REMAP_NO_KVM = noKvm;
-  const run = (...args: string[]): string => execFileSync(process.execPath, [cli, 'demo', ...args], { encoding: 'utf8', env });
+  const run = (...args: string[]): string => execFileSync(process.execPath, [demoJs, ...args], { encoding: 'utf8', env });
   return { text: run(), json: JSON.parse(run('--json')) as DemoJson };
 }
 
@@ -55,7 +55,7 @@ function expectGuestPart(r: DemoJson, text: string, why: string | null): void {
   }
 }
 
-describe('xive-remap demo (npm start)', () => {
+describe('the hot-plug demo (npm start, examples/demo.ts)', () => {
   it('runs every hot-plug step with every check passing, with the KVM guest where one can run here, as text and as JSON', () => {
     const why = KvmX86Guest.usable(); // this process's answer, under this process's environment
     const { text, json } = demo(process.env.XIVE_REMAP_NO_KVM);
@@ -69,13 +69,17 @@ describe('xive-remap demo (npm start)', () => {
     expectGuestPart(json, text, 'XIVE_REMAP_NO_KVM is set');
   });
 
-  it('exits 2 with the usage on an unknown command', () => {
-    let status: number | null = null;
-    try {
-      execFileSync(process.execPath, [cli, 'frobnicate'], { encoding: 'utf8', stdio: 'pipe' });
-    } catch (e) {
-      status = (e as { status: number }).status;
+  it('refuses a bad argument with a one-line reason and its usage, exit 2; --help prints the usage, exit 0', () => {
+    for (const args of [['extra'], ['--frobnicate'], ['--json=yes']]) {
+      const r = spawnSync(process.execPath, [demoJs, ...args], { encoding: 'utf8' });
+      expect(r.status, args.join(' ')).to.equal(2);
+      expect(r.stdout, args.join(' ')).to.equal('');
+      const [reason, usage] = r.stderr.split('\n', 2);
+      expect(reason, args.join(' ')).to.match(/^demo: \S.*/);
+      expect(usage).to.match(/^usage: node dist\/examples\/demo\.js /);
     }
-    expect(status).to.equal(2);
+    const help = spawnSync(process.execPath, [demoJs, '--help'], { encoding: 'utf8' });
+    expect(help.status).to.equal(0);
+    expect(help.stdout).to.match(/^usage: node dist\/examples\/demo\.js \[--json\] \[--no-guest\]\n/);
   });
 });

@@ -1,18 +1,15 @@
 #!/usr/bin/env node
 /**
  * The `xive-remap` command: argument parsing, rendering and exit codes only; the work is done by
- * the library. Subcommands: `demo` (the hot-plug demo on fake devices).
+ * the library. Subcommands: `inspect`, `probe` (the hot-plug demo is `npm start`: examples/demo.ts).
  */
 import { parseArgs } from 'node:util';
-import { kvmGuestObserver, runDemo, renderDemo } from './demo.js';
 import { inspect, renderInspect } from './inspect.js';
 import { probeHost, renderProbe } from './probe.js';
 
 const usage = `usage: xive-remap <command> [--json]
 
 commands:
-  demo                 hot-plug passthrough interrupts on fake devices and check every step by reading memory
-                       (and through a real KVM guest where /dev/kvm is usable; --no-guest to skip it)
   inspect --pid N      show the ESB regions of a running VMM from /proc/N/maps: which interrupts
                        are overlaid by which file  [--esb-shift 17]
   probe                what this host offers: architecture, page size, /dev/kvm, KVM capabilities,
@@ -29,7 +26,6 @@ export async function main(argv: string[]): Promise<number> {
       json: { type: 'boolean' },
       help: { type: 'boolean', short: 'h' },
       pid: { type: 'string' },
-      'no-guest': { type: 'boolean' },
       'esb-shift': { type: 'string' },
     }, });
   const [command] = positionals;
@@ -38,14 +34,6 @@ export async function main(argv: string[]): Promise<number> {
     return command === undefined && !values.help ? 2 : 0;
   }
   switch (command) {
-    case 'demo': {
-      // The guest's view too, where a KVM guest can run here; say why not otherwise.
-      const { observer, why } = values['no-guest'] ? { observer: undefined, why: '--no-guest' } : kvmGuestObserver();
-      const r = runDemo(observer);
-      if (values.json) process.stdout.write(`${json({ ...r, guest: observer ? 'kvm-x86' : `none: ${why}` })}\n`);
-      else process.stdout.write(`${renderDemo(r, observer ? undefined : why)}\n`);
-      return r.ok ? 0 : 1;
-    }
     case 'inspect': {
       const pid = Number(values.pid);
       const shift = Number(values['esb-shift'] ?? 17);
