@@ -2,10 +2,13 @@
 // every step's checks pass either way, and the guest's view is there exactly where a guest can run.
 import { expect } from 'chai';
 import { execFileSync, spawnSync } from 'node:child_process';
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { KvmX86Guest } from '../native-stubs/kvm-x86-guest.js';
 
 const demoJs = fileURLToPath(new URL('../examples/demo.js', import.meta.url));
+const repo = fileURLToPath(new URL('../../', import.meta.url));
 
 interface DemoJson {
   ok: boolean;
@@ -67,6 +70,25 @@ describe('the hot-plug demo (npm start, examples/demo.ts)', () => {
     const { text, json } = demo('1');
     expectFakeChecksPassed(json, text);
     expectGuestPart(json, text, 'XIVE_REMAP_NO_KVM is set');
+  });
+
+  it('prints only JSON with each command the README gives for machines (run exactly as written there)', function () {
+    this.timeout(180_000); // `npm start` builds first
+    const readme = readFileSync(join(repo, 'README.md'), 'utf8');
+    // Commands in code blocks (up to a `#` comment) and in inline code that run the demo with --json.
+    const commands = new Set([...readme.matchAll(/^((?:npm start|node dist\/examples\/demo\.js)\b[^#\n`]*--json[^#\n`]*?)\s*(?:#.*)?$/gm), ...readme.matchAll(/`((?:npm start|node dist\/examples\/demo\.js)\b[^`]*--json[^`]*)`/g)].map((m) => (m[1] as string).trim()));
+    expect([...commands]).to.include.members(['npm start --silent -- --json', 'node dist/examples/demo.js --json']);
+    for (const command of commands) {
+      const out = execFileSync('sh', ['-c', command], { cwd: repo, encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
+      let r: DemoJson;
+      try {
+        r = JSON.parse(out) as DemoJson;
+      } catch (e) {
+        throw new Error(`\`${command}\` printed more than JSON: ${(e as Error).message}\n${out.slice(0, 200)}`);
+      }
+      expect(r.ok, command).to.equal(true);
+      expect(r.steps, command).to.have.length(5);
+    }
   });
 
   it('refuses a bad argument with a one-line reason and its usage, exit 2; --help prints the usage, exit 0', () => {
