@@ -49,6 +49,7 @@ import {
   KVM_REG_PPC_LPCR_64,
   KVM_VM_PPC_HV,
   KvmSystem,
+  kvmOptedOut,
   LPCR,
   MSR,
   MemslotTable,
@@ -216,9 +217,11 @@ export class KvmPpcGuest {
 
   /**
    * Null when a guest can run here, else a one-line reason to skip with (not ppc64, no /dev/kvm,
-   * cannot open it, cannot create a KVM-HV VM, no radix MMU / PAPR / ONE_REG).
+   * XIVE_REMAP_NO_KVM set, cannot open it, cannot create a KVM-HV VM, no radix MMU / PAPR / ONE_REG).
    */
   static usable(native: NativeLayer = realNative): string | null {
+    const optedOut = kvmOptedOut(); // XIVE_REMAP_NO_KVM: as on a host without KVM, whatever this one has
+    if (optedOut !== null) return optedOut;
     if (native.arch !== 'ppc64') return `the KVM POWER guest needs a ppc64 host; this one is ${native.arch}`;
     if (!existsSync('/dev/kvm')) return 'no /dev/kvm on this host (is kvm-hv loaded?)';
     try {

@@ -29,6 +29,7 @@ import {
   KVM_EXIT,
   KVM_STATS_HEADER_BYTES,
   KvmSystem,
+  kvmOptedOut,
   MemslotTable,
   decodeStatsData,
   decodeStatsDescs,
@@ -211,9 +212,11 @@ export class KvmX86Guest {
 
   /**
    * Null when a guest can run here, else a one-line reason to skip with (not x86_64, no /dev/kvm,
-   * cannot open it, cannot create a VM).
+   * XIVE_REMAP_NO_KVM set, cannot open it, cannot create a VM).
    */
   static usable(native: NativeLayer = realNative): string | null {
+    const optedOut = kvmOptedOut(); // XIVE_REMAP_NO_KVM: as on a host without KVM, whatever this one has
+    if (optedOut !== null) return optedOut;
     if (native.arch !== 'x64') return `the KVM x86 guest needs an x86_64 host; this one is ${native.arch}`;
     if (!existsSync('/dev/kvm')) return 'no /dev/kvm on this host';
     try {

@@ -18,10 +18,7 @@ for (const unmergeable of [false, true]) {
     let guest: KvmX86Guest;
 
     before(function () {
-      if (unusable) {
-        console.log(`      skipping the KVM controller tests: ${unusable}`);
-        this.skip();
-      }
+      if (unusable) this.skip(); // the reason is printed once, by test/hooks.ts
     });
 
     beforeEach(() => {

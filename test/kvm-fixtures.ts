@@ -13,10 +13,15 @@ import {
   realNative,
   type NativeLayer,
 } from '../src/native/index.js';
-import { KvmSystem } from '../src/kvm/index.js';
+import { KvmSystem, kvmOptedOut } from '../src/kvm/index.js';
 
-/** Null when /dev/kvm can be opened here (any architecture), else why not: the reason a test skips with. */
+/**
+ * Null when /dev/kvm can be opened here (any architecture), else why not: the reason a test skips
+ * with (`XIVE_REMAP_NO_KVM is set` under that variable, whatever this host has).
+ */
 export function kvmUnusable(): string | null {
+  const optedOut = kvmOptedOut();
+  if (optedOut !== null) return optedOut;
   try {
     KvmSystem.open().close();
     return null;
@@ -76,5 +81,20 @@ export class MemfdRegion {
     this.#closed = true;
     this.native.munmap(this.addr, this.size);
     this.native.release(this.addr, this.size);
+  }
+}
+
+/** Run `fn` with XIVE_REMAP_NO_KVM set to `value` (undefined: unset) in this process, then restore it. */
+export function withNoKvmEnv<T>(value: string | undefined, fn: () => T): T {
+  const saved = process.env.XIVE_REMAP_NO_KVM;
+  const set = (v: string | undefined): void => {
+    if (v === undefined) delete process.env.XIVE_REMAP_NO_KVM;
+    else process.env.XIVE_REMAP_NO_KVM = v;
+  };
+  set(value);
+  try {
+    return fn();
+  } finally {
+    set(saved);
   }
 }

@@ -19,10 +19,7 @@ describe(`KvmX86Guest on /dev/kvm${unusable ? ` (skipped: ${unusable})` : ''}`, 
   let guest: KvmX86Guest;
 
   before(function () {
-    if (unusable) {
-      console.log(`      skipping the KVM guest tests: ${unusable}`);
-      this.skip();
-    }
+    if (unusable) this.skip(); // the reason is printed once, by test/hooks.ts
     fdA = stampedMemfd('kvm-guest-a', PAGES, stampA);
     fdB = stampedMemfd('kvm-guest-b', PAGES, stampB);
   });

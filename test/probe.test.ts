@@ -6,6 +6,7 @@ import { accessSync, constants, existsSync, readFileSync } from 'node:fs';
 import { arch, endianness, release } from 'node:os';
 import { fileURLToPath } from 'node:url';
 import type { ProbeReport } from '../src/cli/probe.js';
+import { kvmOptedOut } from '../src/kvm/index.js';
 
 const cli = fileURLToPath(new URL('../src/cli/main.js', import.meta.url));
 
@@ -36,11 +37,12 @@ describe('xive-remap probe', () => {
     let openable = false;
     try {
       accessSync('/dev/kvm', constants.R_OK | constants.W_OK);
-      openable = true;
+      openable = kvmOptedOut() === null; // XIVE_REMAP_NO_KVM: reported as not usable, with that reason
     } catch {
       /* absent or not ours */
     }
     expect(report.kvm.usable).to.equal(openable);
+    if (kvmOptedOut() !== null) expect(report.kvm.error).to.equal('XIVE_REMAP_NO_KVM is set');
     if (report.kvm.usable) {
       expect(report.kvm.apiVersion).to.equal(12);
       expect(report.kvm.error).to.equal(null);

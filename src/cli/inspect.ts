@@ -15,10 +15,23 @@ export interface InspectResult {
   readonly regions: InspectedRegion[];
 }
 
-/** Read /proc/PID/maps and find the ESB regions. @throws NativeError/Error if the maps cannot be read */
+/**
+ * Read /proc/PID/maps and find the ESB regions.
+ * @throws Error `no such process PID` when there is none (or it exited while being read); the
+ *   file system's error for anything else (e.g. EACCES on another user's process)
+ */
 export function inspect(pid: number, esbShift: number): InspectResult {
   const g = esbGeometry(esbShift, realNative.pageSize);
-  return { pid, esbShift, regions: inspectMaps(realNative.readMaps(pid), g.bytesPerIrq, g.hostPageSize) };
+  let maps;
+  try {
+    maps = realNative.readMaps(pid);
+  } catch (e) {
+    // ENOENT: no /proc/PID; ESRCH: it exited between open and read.
+    const code = (e as NodeJS.ErrnoException).code;
+    if (code === 'ENOENT' || code === 'ESRCH') throw new Error(`no such process ${pid}`, { cause: e });
+    throw e;
+  }
+  return { pid, esbShift, regions: inspectMaps(maps, g.bytesPerIrq, g.hostPageSize) };
 }
 
 /** The result as text. */

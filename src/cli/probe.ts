@@ -14,7 +14,7 @@ import { existsSync, readFileSync } from 'node:fs';
 import { endianness, release } from 'node:os';
 import type { DeviceContract } from '../device.js';
 import { XiveKvmDevice } from '../devices/xive-kvm.js';
-import { KVM_CAP, KvmSystem } from '../kvm/index.js';
+import { KVM_CAP, KvmSystem, kvmOptedOut } from '../kvm/index.js';
 import { realNative, type NativeLayer } from '../native/index.js';
 import { systemMaxMapCount } from '../vma-budget.js';
 
@@ -110,8 +110,11 @@ export function probeHost(options: ProbeOptions = {}): ProbeReport {
   const path = options.kvmPath ?? '/dev/kvm';
   const kvm = { path, present: existsSync(path), usable: false, apiVersion: null as number | null, error: null as string | null };
   const caps = { nrMemslots: null as number | null, syncMmu: null as number | null, deviceCtrl: null as number | null, ppcIrqXive: null as number | null };
+  // XIVE_REMAP_NO_KVM: report this host as one without a usable /dev/kvm, and say so.
+  const optedOut = kvmOptedOut();
   let sys: KvmSystem | undefined;
-  try {
+  if (optedOut !== null) kvm.error = optedOut;
+  else try {
     sys = KvmSystem.open({ native, path });
     kvm.apiVersion = sys.apiVersion();
     kvm.usable = true;

@@ -12,6 +12,7 @@ export * from './ppc.js';
 export { KvmFd, kvmError, hex, unwind } from './fd.js';
 export { UserMemory } from './user-memory.js';
 export { KvmSystem, type KvmSystemOptions } from './system.js';
+export { NO_KVM_ENV, kvmOptedOut } from './no-kvm.js';
 export { KvmVm, describeMemslot } from './vm.js';
 export { KvmVcpu } from './vcpu.js';
 export { KvmDevice } from './device.js';

@@ -8,6 +8,7 @@ import { RemapError, errnoOf, errnoValue } from '../errors.js';
 import { O_CLOEXEC, O_RDWR, realNative, type NativeLayer } from '../native/index.js';
 import { KvmFd, kvmError } from './fd.js';
 import { KVM_API_VERSION, SIZEOF_X86_CPUID_ENTRY2, hostKvmIoctls } from './ioctls.js';
+import { kvmOptedOut } from './no-kvm.js';
 import { KvmVm } from './vm.js';
 import { allocCpuid2 } from './x86.js';
 
@@ -29,11 +30,15 @@ export class KvmSystem extends KvmFd {
 
   /**
    * Open /dev/kvm and check that it speaks KVM API version 12.
-   * @throws RemapError E_DEVICE_UNAVAILABLE if it cannot be opened, E_KVM on an unknown architecture or API version
+   * @throws RemapError E_DEVICE_UNAVAILABLE if it cannot be opened, or on the real native layer
+   *   while XIVE_REMAP_NO_KVM is set (see `kvmOptedOut`); E_KVM on an unknown architecture or API version
    */
   static open(opts: KvmSystemOptions = {}): KvmSystem {
     const native = opts.native ?? realNative;
     const path = opts.path ?? '/dev/kvm';
+    // Only the real layer reaches a real /dev/kvm; a test's stand-in layer is no KVM to hide.
+    const optedOut = native === realNative ? kvmOptedOut() : null;
+    if (optedOut !== null) throw new RemapError('E_DEVICE_UNAVAILABLE', `opening ${path} refused: ${optedOut}`);
     hostKvmIoctls(native.arch); // refuse an unknown architecture before opening anything
     let fd: number;
     try {
