@@ -420,7 +420,6 @@ export class EsbController {
     // has no notifier left to tell.
     let destroyFailure: RemapError | undefined;
     if (this.#state === 'open') {
-      this.#state = 'closing';
       if (this.#hub) {
         this.#busy = true;
         try {
@@ -430,6 +429,8 @@ export class EsbController {
           this.#hub = null;
         }
       }
+      // Only now: destroy handlers may still read the region (backingOf, the pages themselves).
+      this.#state = 'closing';
     }
     try {
       this.#stats.syscalls++;

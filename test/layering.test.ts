@@ -1,3 +1,5 @@
+// The layering of src/ (ARCHITECTURE §3: data flows down, nothing reaches up), read from the sources.
+// No import cycle inside src/ (type-only imports count: a cycle of types is still one to a reader).
 // The library never reaches up into its stand-ins: no file under src/ imports native-stubs/, by a
 // relative path or by the package's own name, statically (import/export … from, import '…',
 // import type), dynamically (import('…')) or through require('…'). A dynamic import whose target
@@ -78,5 +80,50 @@ describe('layering: src/ never imports native-stubs/', () => {
       if (unchecked > 0) found.push(`${relative(repo, file)} has ${unchecked} dynamic import(s) of a computed name`);
     }
     expect(found).to.deep.equal([]);
+  });
+});
+
+/** One import cycle of `g` (file → files it imports), as a path that starts and ends at the same file, or null. */
+function findCycle(g: ReadonlyMap<string, readonly string[]>): string[] | null {
+  const state = new Map<string, 'open' | 'done'>();
+  const stack: string[] = [];
+  const visit = (n: string): string[] | null => {
+    if (state.get(n) === 'done') return null;
+    if (state.get(n) === 'open') return [...stack.slice(stack.indexOf(n)), n];
+    state.set(n, 'open');
+    stack.push(n);
+    for (const d of g.get(n) ?? []) {
+      const c = visit(d);
+      if (c) return c;
+    }
+    stack.pop();
+    state.set(n, 'done');
+    return null;
+  };
+  for (const n of [...g.keys()].sort()) {
+    const c = visit(n);
+    if (c) return c;
+  }
+  return null;
+}
+
+describe('layering: no import cycle in src/', () => {
+  it('finds a cycle where there is one, and none where there is none', () => {
+    expect(findCycle(new Map([['a', ['b']], ['b', ['c']], ['c', ['a']]]))).to.deep.equal(['a', 'b', 'c', 'a']);
+    expect(findCycle(new Map([['a', ['b', 'c']], ['b', ['c']], ['c', []]]))).to.equal(null);
+  });
+
+  it('holds for the import graph of src/', () => {
+    const src = join(repo, 'src');
+    const g = new Map<string, string[]>();
+    for (const file of sourcesUnder(src).filter((f) => f.endsWith('.ts'))) {
+      const deps = importsOf(readFileSync(file, 'utf8'))
+        .specifiers.filter((s) => s.startsWith('.'))
+        .map((s) => relative(src, resolve(dirname(file), s)).replace(/\.js$/, '.ts'));
+      g.set(relative(src, file), deps);
+    }
+    expect(g.size).to.be.greaterThan(20);
+    const cycle = findCycle(g);
+    expect(cycle, cycle ? `import cycle: ${cycle.join(' → ')}` : '').to.equal(null);
   });
 });
