@@ -461,8 +461,9 @@ selftest_verdict() { # KIND TXT
     | sed "s/^/$kind: selftest: /" || true
   sed -n "/running $CRASH_CHECK\$/,\$p" "$txt" | grep -E '^(not )?ok [0-9]+ ' | sed "s/^/$kind: crash case: /" || true
   if [ "$kind" = stock ]; then
-    where=$(grep -m1 -oE 'kernel BUG at mm/memory.c:[0-9]+' "$txt" || true)
-    if [ -n "$where" ] && grep -q 'xive_native_esb_fault' "$txt" && grep -q '^# reproduced: ' "$txt" \
+    # The kernel's own lines ("[   11.05] …", not the selftest's "# kernel log: …" copies of them).
+    where=$(grep -m1 -oE '^\[ *[0-9.]+\] kernel BUG at mm/memory.c:[0-9]+' "$txt" | sed 's/^\[[^]]*\] //' || true)
+    if [ -n "$where" ] && grep -qE '^\[ *[0-9.]+\] .*xive_native_esb_fault\+0x' "$txt" && grep -q '^# reproduced: ' "$txt" \
        && grep -q "^power9-guest: $CRASH_CHECK exit status 0 " "$txt"; then
       printf 'power9: stock: crash case reproduced: %s in vmf_insert_pfn_prot() from xive_native_esb_fault() (expected on the stock kernel; kernel/series-6.1/0001 fixes it)\n' "$where"
       return 0
