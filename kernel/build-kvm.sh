@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
-# kernel/build-kvm.sh — build a Debian powerpc64le kernel's kvm.ko with our XIVE patch, out of tree.
+# kernel/build-kvm.sh — build a Debian powerpc64le kernel's kvm.ko with our XIVE series, out of tree.
 #
 # The KVM XIVE native device (book3s_xive_native.c) is linked into kvm.ko, so kvm.ko is the only
-# module the patch changes; Debian's own kvm-hv.ko loads on top of it. The module is built against
+# module the series changes; Debian's own kvm-hv.ko loads on top of it. The module is built against
 # Debian's packages of the very kernel it is for, so that its vermagic and symbol CRCs are those of
 # the stock kvm.ko (both are checked before the result is kept):
 #   linux-headers-<abi>-<flavour>, linux-headers-<abi>-common   the kernel's .config, Module.symvers
@@ -20,9 +20,10 @@
 #   --cache DIR            default ${XDG_CACHE_HOME:-$HOME/.cache}/xive-remap-power9
 #   --stock-modules DIR    a directory with the stock kvm.ko and kvm-hv.ko of that kernel (default:
 #                          taken from the linux-image package)
-#   --patch FILE           default: the one *.patch beside this script
-# The result is cached in $CACHE/kmod-<kernel version>-<first 12 hex digits of the sha256 of the patch
-# and of this script>/ (a change to either builds again)
+#   --series DIR           the patches to apply, every *.patch in DIR in name order
+#                          (default: series-6.1 beside this script, the series in its 6.1 form)
+# The result is cached in $CACHE/kmod-<kernel version>-<first 12 hex digits of the sha256 of every
+# patch of the series, its file names, and this script>/ (a change to any of them builds again)
 # (kvm.ko and a manifest); a cached result costs nothing. The path of kvm.ko is printed on stdout,
 # progress on stderr.
 set -euo pipefail
@@ -32,7 +33,7 @@ T0=$(date +%s)
 say() { printf 'build-kvm [%4ss]: %s\n' "$(($(date +%s) - T0))" "$*" >&2; }
 die() { printf 'build-kvm: error: %s\n' "$*" >&2; exit 1; }
 
-KPKG= KVER= APTCONF= STOCK= PATCH=
+KPKG= KVER= APTCONF= STOCK= SERIES_DIR=$HERE/series-6.1
 CACHE=${XDG_CACHE_HOME:-$HOME/.cache}/xive-remap-power9
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -41,7 +42,7 @@ while [ $# -gt 0 ]; do
     --apt-config)     APTCONF=$2; shift 2 ;;
     --cache)          CACHE=$2; shift 2 ;;
     --stock-modules)  STOCK=$2; shift 2 ;;
-    --patch)          PATCH=$2; shift 2 ;;
+    --series)         SERIES_DIR=$2; shift 2 ;;
     *) die "unknown argument '$1' (see the comment at the top of $0)" ;;
   esac
 done
@@ -61,26 +62,25 @@ if [ -z "$KVER" ]; then
 fi
 UPSTREAM=${KVER%-*}                                 # 6.1.176-1 -> 6.1.176
 SERIES=$(cut -d. -f1,2 <<<"$UPSTREAM")              # -> 6.1 (linux-source-6.1, linux-kbuild-6.1)
-if [ -z "$PATCH" ]; then
-  shopt -s nullglob; patches=("$HERE"/*.patch); shopt -u nullglob
-  [ ${#patches[@]} = 1 ] || die "expected exactly one *.patch in $HERE, found ${#patches[@]}"
-  PATCH=${patches[0]}
-fi
-[ -f "$PATCH" ] || die "patch $PATCH not found"
-PATCH_SHA=$(sha256sum "$PATCH" | cut -d' ' -f1)
-# The key covers the patch and how it is built (this script): a change to either builds again.
-BUILD_SHA=$(cat "$PATCH" "${BASH_SOURCE[0]}" | sha256sum | cut -d' ' -f1)
+[ -d "$SERIES_DIR" ] || die "series directory $SERIES_DIR not found"
+shopt -s nullglob; PATCHES=("$SERIES_DIR"/*.patch); shopt -u nullglob   # glob order = name order
+[ ${#PATCHES[@]} -gt 0 ] || die "no *.patch in $SERIES_DIR"
+# One line per patch, "sha256  name", in the order they are applied: the manifest keeps it.
+PATCH_LIST=$(cd "$SERIES_DIR" && sha256sum -- "${PATCHES[@]##*/}")
+PATCH_SHA=$(sha256sum <<<"$PATCH_LIST" | cut -d' ' -f1)
+# The key covers every patch (content, name, order) and how it is built (this script).
+BUILD_SHA=$(cat <(echo "$PATCH_LIST") "${BASH_SOURCE[0]}" | sha256sum | cut -d' ' -f1)
 OUT="$CACHE/kmod-$KVER-${BUILD_SHA:0:12}"
 
 mkdir -p "$CACHE"
 exec 8>"$CACHE/kmod.lock"   # two builders of one cache take turns
 flock 8
 if [ -f "$OUT/kvm.ko" ] && [ -f "$OUT/manifest" ]; then
-  say "cached: $OUT/kvm.ko ($KPKG $KVER, $(basename "$PATCH"))"
+  say "cached: $OUT/kvm.ko ($KPKG $KVER, ${#PATCHES[@]} patches of $(basename "$SERIES_DIR"))"
   echo "$OUT/kvm.ko"
   exit 0
 fi
-say "building kvm.ko for $KPKG $KVER with $(basename "$PATCH") (sha256 ${PATCH_SHA:0:12}…)"
+say "building kvm.ko for $KPKG $KVER with the ${#PATCHES[@]} patches of $(basename "$SERIES_DIR") (sha256 of the list ${PATCH_SHA:0:12}…)"
 
 # --- host tools ---------------------------------------------------------------------------------
 case "$(dpkg --print-architecture)" in
@@ -154,12 +154,17 @@ sed -i "s|^include /usr/src/linux-headers-$ABI-common/Makefile|include $COMMON/M
 grep -qF "include $COMMON/Makefile" "$KDIR/Makefile" || die "could not redirect $KDIR/Makefile to $COMMON"
 
 # Only the sources kvm.ko is built from: arch/powerpc/kvm, virt/kvm (compiled as ../../../virt/kvm
-# relative to the module directory), and arch/powerpc/mm/mmu_decl.h, which powerpc.c includes.
-say "unpacking arch/powerpc/kvm and virt/kvm from linux-source-$SERIES"
+# relative to the module directory), and arch/powerpc/mm/mmu_decl.h, which powerpc.c includes; the
+# documentation the series patches too (so that every patch applies whole); and checkpatch.pl with
+# the two files it reads.
+say "unpacking arch/powerpc/kvm, virt/kvm, the XIVE device's documentation and checkpatch.pl from linux-source-$SERIES"
 dpkg-deb --fsys-tarfile "$W"/debs/linux-source-*.deb \
   | tar -xO "./usr/src/linux-source-$SERIES.tar.xz" | xz -dc \
   | tar -x -C "$W/src" --strip-components=1 "linux-source-$SERIES/arch/powerpc/kvm" \
-      "linux-source-$SERIES/virt/kvm" "linux-source-$SERIES/arch/powerpc/mm/mmu_decl.h"
+      "linux-source-$SERIES/virt/kvm" "linux-source-$SERIES/arch/powerpc/mm/mmu_decl.h" \
+      "linux-source-$SERIES/Documentation/virt/kvm/devices/xive.rst" \
+      "linux-source-$SERIES/scripts/checkpatch.pl" "linux-source-$SERIES/scripts/spelling.txt" \
+      "linux-source-$SERIES/scripts/const_structs.checkpatch"
 rm -f "$W"/debs/linux-source-*.deb
 # arch/powerpc/kvm/Makefile includes $(srctree)/virt/kvm/Makefile.kvm; out of tree, $(srctree) is
 # the headers, which lack it: include the one beside the sources instead.
@@ -183,9 +188,31 @@ for m in kvm kvm-hv; do # modinfo reads compressed modules, modprobe --dump-modv
 done
 
 # --- patch and build ----------------------------------------------------------------------------
-(cd "$W/src" && patch -p1 --dry-run --batch -s < "$PATCH" >/dev/null) \
-  || die "$(basename "$PATCH") does not apply to linux-source-$SERIES $SRC_VER: $(cd "$W/src" && patch -p1 --dry-run --batch < "$PATCH" 2>&1 | tail -3 | tr '\n' ' ')"
-(cd "$W/src" && patch -p1 --batch -s < "$PATCH")
+# checkpatch.pl --strict on every patch, before any is applied. The tree has no git history, so
+# checkpatch cannot look up the commits that Fixes: tags name and warns "Unknown commit id" for each:
+# those warnings are kept in the log and allowed; any other error, warning or check fails the build.
+CHECKPATCH=()
+for p in "${PATCHES[@]}"; do
+  (cd "$W/src" && perl scripts/checkpatch.pl --strict --no-tree --show-types "$p") > "$W/checkpatch.log" 2>&1 || true
+  total=$(grep -E '^total: ' "$W/checkpatch.log" | tail -1)
+  [ -n "$total" ] || { cat "$W/checkpatch.log" >&2; die "checkpatch.pl gave no verdict on $(basename "$p")"; }
+  other=$(grep -E '^(ERROR|WARNING|CHECK):' "$W/checkpatch.log" | grep -v '^WARNING:UNKNOWN_COMMIT_ID:' || true)
+  [ -z "$other" ] || die "checkpatch.pl --strict on $(basename "$p"): $other"
+  CHECKPATCH+=("$(basename "$p"): $total ($(grep -c '^WARNING:UNKNOWN_COMMIT_ID:' "$W/checkpatch.log" || true) of them 'Unknown commit id': no git history here)")
+done
+# kernel/checkpatch.sh runs the same checkpatch.pl on both series later, from this copy.
+mkdir -p "$CACHE/checkpatch-$SRC_VER/scripts"
+cp "$W/src/scripts/checkpatch.pl" "$W/src/scripts/spelling.txt" "$W/src/scripts/const_structs.checkpatch" \
+  "$CACHE/checkpatch-$SRC_VER/scripts/"
+say "checkpatch.pl --strict: $(printf '%s; ' "${CHECKPATCH[@]}")"
+
+# Each patch is tried (--dry-run) on the tree the ones before it made, then applied: a patch that
+# does not apply stops the build, named, before anything is compiled.
+for p in "${PATCHES[@]}"; do
+  (cd "$W/src" && patch -p1 --dry-run --batch -s < "$p" >/dev/null) \
+    || die "$(basename "$p") does not apply to linux-source-$SERIES $SRC_VER (after the patches before it): $(cd "$W/src" && patch -p1 --dry-run --batch < "$p" 2>&1 | tail -3 | tr '\n' ' ')"
+  (cd "$W/src" && patch -p1 --batch -s < "$p")
+done
 M="$W/src/arch/powerpc/kvm"
 say "make M=arch/powerpc/kvm modules (ARCH=powerpc CROSS_COMPILE=${CROSS:-none})"
 # In tree, ccflags-y's -Iarch/powerpc/kvm -Ivirt/kvm are relative to the source tree (the trace
@@ -230,8 +257,10 @@ kernel_version=$KVER
 linux_source=linux-source-$SERIES $SRC_VER
 linux_kbuild=linux-kbuild-$SERIES $KBUILD_VER ($(dpkg --print-architecture))
 compiler=$("${CROSS}gcc-12" --version | head -1)
-patch=$(basename "$PATCH")
-patch_sha256=$PATCH_SHA
+series=$(basename "$SERIES_DIR")
+series_sha256=$PATCH_SHA
+$(sed 's/^/patch=/' <<<"$PATCH_LIST")
+$(printf 'checkpatch=%s\n' "${CHECKPATCH[@]}")
 vermagic=$got
 EOF
 rm -rf "$OUT"

@@ -255,6 +255,26 @@ if [[ " ${BOOTS[*]} " == *" patched "* ]]; then
   say "patched kvm.ko: $PATCHED_KO"
 fi
 
+# --- 4a'. the kernel selftest (kernel/selftests), cross-built static for the guest ----------------
+# Both boots run it twice: as xive-selftest (all its checks but the crash case; on the stock boot
+# what the kernel lacks is printed as TAP "# TODO" lines, counted apart, not as passes) and, after
+# every other script, as xive-selftest-crash (one load through a MAP_PRIVATE ESB mapping, in a child).
+build_selftest() { # DIR: puts xive_native_mmap there
+  local cc=powerpc64le-linux-gnu-gcc-12 p missing=()
+  [ "$(dpkg --print-architecture)" = ppc64el ] && cc=gcc-12
+  for p in gcc-12-powerpc64le-linux-gnu libc6-dev-ppc64el-cross make; do
+    [ "$cc" = gcc-12 ] && [ "$p" != make ] && continue
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+  done
+  if [ ${#missing[@]} -gt 0 ]; then
+    say "installing host packages for the selftest: ${missing[*]}"
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null \
+      || die "apt-get install ${missing[*]} failed (needed to build kernel/selftests)"
+  fi
+  make -s -C "$REPO/kernel/selftests" CC="$cc" O="$1" >&2 || die "could not build kernel/selftests/xive_native_mmap"
+  say "selftest: built $(basename "$1")/xive_native_mmap ($(du -h "$1/xive_native_mmap" | cut -f1), static, $cc)"
+}
+
 # --- 4b. run layer: library package, checks, /init ---------------------------------------------
 rm -rf "$RUN"
 mkdir -p "$RUN/stage/opt/xive-remap" "$RUN/stage/opt/checks"
@@ -272,11 +292,13 @@ fi
 # The checks each boot runs, in order, one Node process each (a crash in one cannot hide another's
 # results); each prints its own closing "<name>: N passed, N failed" line, and verdict() wants one
 # per script. approach3-checks.mjs needs a kernel/ patched kvm.ko, so only the patched boot runs it.
-STOCK_CHECKS=(guest-checks.mjs ppc-guest-checks.mjs)
-PATCHED_CHECKS=(guest-checks.mjs ppc-guest-checks.mjs approach3-checks.mjs)
+STOCK_CHECKS=(guest-checks.mjs ppc-guest-checks.mjs xive-selftest)
+PATCHED_CHECKS=(guest-checks.mjs ppc-guest-checks.mjs approach3-checks.mjs xive-selftest)
+# After every script of the list, in both boots: the selftest's crash case (see selftest_verdict).
+CRASH_CHECK=xive-selftest-crash
 if [ -n "${XIVE_POWER9_CHECKS:-}" ]; then
   read -r -a custom <<<"$XIVE_POWER9_CHECKS"
-  STOCK_CHECKS=() PATCHED_CHECKS=()
+  STOCK_CHECKS=() PATCHED_CHECKS=() CRASH_CHECK=
   for f in "${custom[@]}"; do
     [ -f "$f" ] || die "checks script $f not found"
     cp "$f" "$S/opt/checks/"
@@ -284,7 +306,8 @@ if [ -n "${XIVE_POWER9_CHECKS:-}" ]; then
   done
   say "running ${STOCK_CHECKS[*]} in the guest instead of the boots' own checks"
 else
-  for f in "${PATCHED_CHECKS[@]}"; do cp "$HERE/$f" "$S/opt/checks/"; done
+  for f in "${PATCHED_CHECKS[@]}" "$CRASH_CHECK"; do cp "$HERE/$f" "$S/opt/checks/"; done
+  build_selftest "$S/opt/checks"
 fi
 cp "$HERE/check-harness.mjs" "$S/opt/checks/"   # what the scripts import their check() from
 cat > "$S/init" <<EOF
@@ -311,7 +334,7 @@ echo "power9-guest: kvm.ko sha256 \$(sha256sum "\$kvm_ko" | cut -c1-16), loaded 
 cd /opt/checks
 for c in \$(cat /etc/xive-power9-checks); do
   echo "power9-guest: uptime \$(cut -d' ' -f1 /proc/uptime) s: running \$c"
-  node "/opt/checks/\$c" 2>&1
+  case "\$c" in *.mjs) node "/opt/checks/\$c" 2>&1 ;; *) "/opt/checks/\$c" 2>&1 ;; esac
   echo "power9-guest: \$c exit status \$? (uptime \$(cut -d' ' -f1 /proc/uptime) s)"
 done
 dmesg | grep -i -E 'kvm|xive' | tail -n 20 | sed 's/^/power9-guest: dmesg: /'
@@ -333,7 +356,7 @@ boot_layer() { # KIND -> $RUN/boot-KIND.cpio.gz
   rm -rf "$B"
   mkdir -p "$B/etc" || return 1
   echo "$kind" > "$B/etc/xive-power9-kernel" || return 1
-  if [ "$kind" = patched ]; then echo "${PATCHED_CHECKS[*]}"; else echo "${STOCK_CHECKS[*]}"; fi > "$B/etc/xive-power9-checks" || return 1
+  if [ "$kind" = patched ]; then echo "${PATCHED_CHECKS[*]} $CRASH_CHECK"; else echo "${STOCK_CHECKS[*]} $CRASH_CHECK"; fi > "$B/etc/xive-power9-checks" || return 1
   if [ "$kind" = patched ]; then
     mkdir -p "$B/lib/modules/$KREL" && cp "$PATCHED_KO" "$B/lib/modules/$KREL/kvm.ko" || return 1
   fi
@@ -418,7 +441,43 @@ verdict() {
     ! grep -q "^power9-guest: kvm.ko sha256 .*taint flags '[A-Z]*O" "$txt" \
       || { nf=1; failed "the stock boot loaded an out-of-tree kvm.ko"; } || return 1
   fi
+  [ -z "$CRASH_CHECK" ] || selftest_verdict "$kind" "$txt" || { nf=1; failed "$SELFTEST_WHY"; } || return 1
   say "$kind: passed"
+}
+
+# --- the kernel selftest's lines, and its crash case ---------------------------------------------
+# Shows the selftest's TAP lines (xive-selftest's closing line is counted by verdict like any
+# script's). Then the crash case, which only a kernel with kernel/'s series survives:
+#   stock   it must have reproduced the host kernel BUG: the console shows "kernel BUG at
+#           mm/memory.c" and "xive_native_esb_fault", and the selftest says "reproduced". Reported
+#           as "reproduced", not as a failure; anything else fails the boot.
+#   patched the private mapping must have been refused (a closing line with 1 passed, 0 failed, exit
+#           status 0) and the console must show no "kernel BUG" at all.
+# Returns 1 with the reason in SELFTEST_WHY.
+SELFTEST_WHY=
+selftest_verdict() { # KIND TXT
+  local kind=$1 txt=$2 where
+  sed -n '/running xive-selftest$/,/xive-selftest exit status/p' "$txt" | grep -E '^(not )?ok [0-9]+ ' \
+    | sed "s/^/$kind: selftest: /" || true
+  sed -n "/running $CRASH_CHECK\$/,\$p" "$txt" | grep -E '^(not )?ok [0-9]+ ' | sed "s/^/$kind: crash case: /" || true
+  if [ "$kind" = stock ]; then
+    # The kernel's own lines ("[   11.05] …", not the selftest's "# kernel log: …" copies of them).
+    where=$(grep -m1 -oE '^\[ *[0-9.]+\] kernel BUG at mm/memory.c:[0-9]+' "$txt" | sed 's/^\[[^]]*\] //' || true)
+    if [ -n "$where" ] && grep -qE '^\[ *[0-9.]+\] .*xive_native_esb_fault\+0x' "$txt" && grep -q '^# reproduced: ' "$txt" \
+       && grep -q "^power9-guest: $CRASH_CHECK exit status 0 " "$txt"; then
+      printf 'power9: stock: crash case reproduced: %s in vmf_insert_pfn_prot() from xive_native_esb_fault() (expected on the stock kernel; kernel/series-6.1/0001 fixes it)\n' "$where"
+      return 0
+    fi
+    SELFTEST_WHY="crash case: the host kernel BUG was not reproduced (no 'kernel BUG at mm/memory.c' + 'xive_native_esb_fault' on the console, or no 'reproduced' from the selftest)"
+    return 1
+  fi
+  if grep -q 'kernel BUG at' "$txt"; then
+    SELFTEST_WHY="a kernel BUG on the patched kernel: $(grep -m1 'kernel BUG at' "$txt")"
+    return 1
+  fi
+  grep -q "^$CRASH_CHECK: 1 passed, 0 failed" "$txt" && grep -q "^power9-guest: $CRASH_CHECK exit status 0 " "$txt" \
+    || { SELFTEST_WHY="crash case: the private ESB mapping was not refused on the patched kernel"; return 1; }
+  echo "power9: $kind: crash case: private ESB mapping refused (EINVAL), no kernel BUG"
 }
 
 rc=0
