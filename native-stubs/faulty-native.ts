@@ -306,6 +306,10 @@ export class FaultyNative implements NativeLayer {
     return this.inner.readMaps(pid);
   }
 
+  fdPath(fd: number): string {
+    return this.inner.fdPath(fd);
+  }
+
   claim(addr: bigint, length: bigint): void {
     this.inner.claim(addr, length);
     this.#owned.claim(addr, length);

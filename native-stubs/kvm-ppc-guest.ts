@@ -59,7 +59,7 @@ import {
   unwind,
   type KvmVcpu,
   type KvmVm,
-  type Memslot,
+  type KvmMemslot,
   type RunExit,
 } from '../src/kvm/index.js';
 import { realNative, type NativeLayer } from '../src/native/index.js';
@@ -187,8 +187,8 @@ export class KvmPpcGuest {
   readonly #vcpu: KvmVcpu;
   readonly #code: UserMemory;
   readonly #slots: MemslotTable;
-  readonly #codeSlot: Memslot;
-  #region: Memslot;
+  readonly #codeSlot: KvmMemslot;
+  #region: KvmMemslot;
   readonly #mailbox = Buffer.alloc(8);
   #resetNeeded = true;
   #closed = false;
@@ -200,8 +200,8 @@ export class KvmPpcGuest {
     vcpu: KvmVcpu,
     code: UserMemory,
     slots: MemslotTable,
-    codeSlot: Memslot,
-    region: Memslot,
+    codeSlot: KvmMemslot,
+    region: KvmMemslot,
   ) {
     this.#native = native;
     this.#system = system;

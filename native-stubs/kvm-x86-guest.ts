@@ -42,7 +42,7 @@ import {
   type KvmVcpu,
   type KvmVm,
   type KvmStatDesc,
-  type Memslot,
+  type KvmMemslot,
   type RunExit,
   type X86Segment,
 } from '../src/kvm/index.js';
@@ -193,13 +193,13 @@ export class KvmX86Guest {
   readonly #vcpu: KvmVcpu;
   readonly #code: UserMemory;
   readonly #slots: MemslotTable;
-  #region: Memslot;
+  #region: KvmMemslot;
   readonly #mailbox = Buffer.alloc(8);
   #resetNeeded = false;
   #closed = false;
   #stats: { fd: number; dataOffset: number; descs: KvmStatDesc[]; dataBytes: number } | undefined;
 
-  private constructor(native: NativeLayer, system: KvmSystem, vm: KvmVm, vcpu: KvmVcpu, code: UserMemory, slots: MemslotTable, region: Memslot) {
+  private constructor(native: NativeLayer, system: KvmSystem, vm: KvmVm, vcpu: KvmVcpu, code: UserMemory, slots: MemslotTable, region: KvmMemslot) {
     this.#native = native;
     this.#system = system;
     this.#vm = vm;

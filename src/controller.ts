@@ -35,6 +35,7 @@ import { PageSource, checkFits } from './source.js';
 import { checkIrq, checkIrqRange, show } from './validate.js';
 import { VmaBudget, systemMaxMapCount } from './vma-budget.js';
 import { NotifierHub, notifierName, type EsbNotifier, type NotifierHandle, type PendingChange, type Pin, type PinInfo, type RegisterOptions } from './notifiers.js';
+import { disposeSymbol } from './dispose.js';
 import { tableVmas, traceAttach, traceDetach, traceFailure, type ControllerStats } from './tracing.js';
 
 const ENOMEM = errnoValue('ENOMEM');
@@ -658,6 +659,11 @@ export class EsbController {
     const d = this.#degraded;
     if (d) throw new RemapError('E_DEGRADED', `${op}: refused: interrupts ${d.first}..${d.end - 1} are broken (${d.reason})`);
     this.#busy = true;
+  }
+
+  /** Same as `close()`, for `using esb = EsbController.open(dev)`. */
+  [disposeSymbol](): void {
+    this.close();
   }
 }
 

@@ -4,23 +4,20 @@
 // script, memory real), and what open says on this host.
 import { expect } from 'chai';
 import { arch as osArch } from 'node:os';
+import { EsbController, NativeError, XiveKvmDevice, formatPq, type Pq } from 'xive-remap';
 import {
-  EsbController,
+  KVM_CAP,
   KVM_DEV_XIVE,
   KVM_XIVE_ESB_PAGE_OFFSET,
   KvmSystem,
-  NativeError,
   XIVE_ESB,
-  XiveKvmDevice,
   encodeSourceState,
-  formatPq,
+  kvmIoctls,
   probeXiveContract,
   xiveEsbFileOffset,
   xiveGeometry,
-  type Pq,
-} from 'xive-remap';
+} from 'xive-remap/kvm';
 import { errnoValue } from '../src/errors.js';
-import { KVM_CAP, kvmIoctls } from '../src/kvm/index.js';
 import {
   MAP_ANONYMOUS,
   MAP_FIXED,
