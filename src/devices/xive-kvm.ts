@@ -31,9 +31,7 @@ import { disposeSymbol } from '../dispose.js';
 import { KvmDevice } from '../kvm/device.js';
 import { adoptKvmFd, kvmError, teardown, unwind } from '../kvm/fd.js';
 import { KVM_CAP, KVM_DEV_TYPE, isKvmArch } from '../kvm/ioctls.js';
-import { HOST_LITTLE_ENDIAN } from '../kvm/structs.js';
 import { KvmSystem } from '../kvm/system.js';
-import { UserMemory } from '../kvm/user-memory.js';
 import type { KvmVm } from '../kvm/vm.js';
 import {
   KVM_DEV_XIVE,
@@ -177,7 +175,7 @@ export class XiveKvmDevice implements EsbDevice {
       const owned = theVm as KvmVm;
       const device = owned.createDevice(KVM_DEV_TYPE.XIVE);
       cleanup.push(() => device.close());
-      if (nrServers !== undefined) setU32Attr(native, device, KVM_DEV_XIVE.GRP_CTRL, KVM_DEV_XIVE.NR_SERVERS, nrServers, `KVM_DEV_XIVE_NR_SERVERS ${nrServers}`);
+      if (nrServers !== undefined) device.setAttrU32(KVM_DEV_XIVE.GRP_CTRL, KVM_DEV_XIVE.NR_SERVERS, nrServers);
       const g = xiveGeometry(native.pageSize);
       const contract = probeXiveContract(native, device.fd, g);
       return new XiveKvmDevice(device, owned, system !== null, options.nrIrqs, g, contract, native);
@@ -381,18 +379,4 @@ function checkHost(op: string, native: NativeLayer, vm: KvmVm | undefined): { sy
     throw new RemapError('E_DEVICE_UNAVAILABLE', `${op}: no KVM XIVE device on this host: missing ${missing.join('; ')}`);
   }
   return { system, vm };
-}
-
-/** KVM_SET_DEVICE_ATTR with a u32 value (host byte order) in a scratch page of our own. */
-function setU32Attr(native: NativeLayer, device: KvmDevice, group: number, attr: number, value: number, what: string): void {
-  const page = UserMemory.map(native, 8n, `the value of ${what}`);
-  try {
-    const b = Buffer.alloc(4);
-    if (HOST_LITTLE_ENDIAN) b.writeUInt32LE(value);
-    else b.writeUInt32BE(value);
-    page.write(0n, b);
-    device.setAttr(group, attr, page.addr);
-  } finally {
-    page.close();
-  }
 }
