@@ -98,7 +98,6 @@ export class XiveKvmDevice implements EsbDevice {
 
   readonly #device: KvmDevice;
   readonly #ownsVm: boolean;
-  readonly #native: NativeLayer;
   readonly #configured = new Set<number>();
   #closed = false;
 
@@ -109,7 +108,6 @@ export class XiveKvmDevice implements EsbDevice {
     this.nrIrqs = nrIrqs;
     this.geometry = g;
     this.contract = contract;
-    this.#native = native;
     this.native = native;
   }
 
@@ -207,7 +205,7 @@ export class XiveKvmDevice implements EsbDevice {
    */
   openIpiPages(): IpiPages {
     this.#checkOpen('openIpiPages');
-    const native = this.#native;
+    const native = this.native;
     const g = this.geometry;
     let fd: number;
     try {
@@ -256,12 +254,12 @@ export class XiveKvmDevice implements EsbDevice {
     }
     let fd: number;
     try {
-      fd = this.#native.dupCloexec(this.#device.fd);
+      fd = this.native.dupCloexec(this.#device.fd);
     } catch (e) {
       throw kvmError(`${op}: duplicating the XIVE ${this.#device.describe()}`, e);
     }
     const g = this.geometry;
-    return new PageSource(new SharedFd(this.#native, fd), xiveEsbFileOffset(g, irq), count, xiveEsbFileOffset(g, this.nrIrqs), 'kvm-xive', g, irq);
+    return new PageSource(new SharedFd(this.native, fd), xiveEsbFileOffset(g, irq), count, xiveEsbFileOffset(g, this.nrIrqs), 'kvm-xive', g, irq);
   }
 
   /**
@@ -315,10 +313,10 @@ export class XiveKvmDevice implements EsbDevice {
     if (typeof base !== 'bigint' || base <= 0n || base % this.geometry.hostPageSize !== 0n) {
       throw new RemapError('E_GEOMETRY', `${op}: base ${show(base)} is not the page-aligned address of a mapping of this device's ESB range`);
     }
-    const load = this.#native.loadBe64;
+    const load = this.native.loadBe64;
     if (!load) throw new RemapError('E_DEVICE_UNAVAILABLE', `${op}: the native layer offers no single 8-byte load (loadBe64)`);
     const addr = base + BigInt(irq) * this.geometry.bytesPerIrq + this.geometry.esbPageSize + BigInt(offset);
-    return Number(load.call(this.#native, addr) & 3n) as Pq;
+    return Number(load.call(this.native, addr) & 3n) as Pq;
   }
 
   /**
