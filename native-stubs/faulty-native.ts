@@ -307,6 +307,7 @@ export class FaultyNative implements NativeLayer {
   }
 
   fdPath(fd: number): string {
+    if (!this.inner.fdPath) throw new Error('the wrapped native layer offers no fdPath');
     return this.inner.fdPath(fd);
   }
 

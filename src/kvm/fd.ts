@@ -93,6 +93,7 @@ export function adoptKvmFd(native: NativeLayer, fd: number, op: string, want: st
   }
   let link: string;
   try {
+    if (!native.fdPath) throw new Error('the native layer offers no fdPath (readlink of /proc/self/fd)');
     link = native.fdPath(dup);
   } catch (e) {
     native.close(dup);
