@@ -528,6 +528,15 @@ describe("XiveKvmDevice.fromFd: the VMM's own device (canned ppc64 KVM)", () => 
     });
   }
 
+  it('refuses when the native layer cannot name fds (no fdPath), closing its duplicate', () => {
+    const n = cannedPpc();
+    const { fdPath: _unused, ...without } = n;
+    void _unused;
+    const err = expectRemapError(() => XiveKvmDevice.fromFd(DEV_FD, { nrIrqs: 4, native: without }), 'E_DEVICE_UNAVAILABLE');
+    expect(err.message).to.match(/cannot tell what fd 102 is .*want a KVM XIVE native device fd/);
+    expect(n.closed).to.deep.equal([103]);
+  });
+
   it('refuses a bad nrIrqs or configured source before any system call', () => {
     const n = cannedPpc();
     expectRemapError(() => XiveKvmDevice.fromFd(DEV_FD, { nrIrqs: 0, native: n }), 'E_IRQ_RANGE');
