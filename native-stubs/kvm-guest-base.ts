@@ -90,14 +90,21 @@ export interface GuestArch {
 
 /** The parts a built guest holds. */
 export interface GuestParts {
+  /** Native layer of every call. */
   readonly native: NativeLayer;
   /** /dev/kvm when the guest made its own VM (closed with it), else null. */
   readonly system: KvmSystem | null;
+  /** The VM the guest runs in (its own, or the caller's). */
   readonly vm: KvmVm;
+  /** The guest's one vCPU. */
   readonly vcpu: KvmVcpu;
+  /** The code slot's memory (image, mailbox), owned by the guest. */
   readonly code: UserMemory;
+  /** The memslot table of `vm` both slots are registered in. */
   readonly slots: MemslotTable;
+  /** The code slot, at guest-physical 0. */
   readonly codeSlot: KvmMemslot;
+  /** The region's slot (the guest's registration, or the caller's). */
   readonly region: KvmMemslot;
   /** Whether the guest registered the region slot (and so deletes it on close). */
   readonly ownsRegion: boolean;
