@@ -18,7 +18,8 @@
  * it says what is missing and exits 1.
  */
 import { parseArgs } from 'node:util';
-import { EsbController, MemslotTable, PageSource, RemapError, XiveKvmDevice, formatPq, type MappingEvent } from 'xive-remap';
+import { EsbController, PageSource, RemapError, XiveKvmDevice, formatPq, type MappingEvent } from 'xive-remap';
+import { MemslotTable } from 'xive-remap/kvm';
 import { FakePassthroughDevice } from 'xive-remap/native-stubs';
 
 /** Guest-physical address where the example places the ESB region (any free, page-aligned range). */
@@ -71,7 +72,9 @@ function main(): number {
   say(`controller: mode 'auto' picked ${esb.mode} (the device is ${esb.contract}); region ${hex(userspaceAddr)} + ${hex(size)} (${esb.nrIrqs} interrupts)`);
 
   // 3. ONE memslot for the whole region, registered once.
-  const slots = MemslotTable.open(dev.vm);
+  const vm = dev.vm; // open() made the VM (a device from fromFd has the VM the VMM gave it, if any)
+  if (!vm) throw new Error('XiveKvmDevice.open returned a device without its VM');
+  const slots = MemslotTable.open(vm);
   const slot = slots.add({ guestPhysAddr: ESB_GPA, size, userspaceAddr });
   say(`memslot: ${slots.describe(slot.slot)}; KVM_CAP_NR_MEMSLOTS ${slots.limit}`);
 

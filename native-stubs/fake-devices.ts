@@ -154,6 +154,11 @@ export class FakeXiveDevice implements EsbDevice {
     return this.#file.geometry;
   }
 
+  /** The native layer its memfd was made through: the default of a region opened on it. */
+  get native(): NativeLayer {
+    return this.#file.native;
+  }
+
   /** Whether the kernel merges adjacent mappings of it (false with `unmergeable`). */
   get mergeable(): boolean {
     return !this.#unmergeable;

@@ -334,6 +334,11 @@ export class FaultyNative implements NativeLayer {
     return this.inner.readMaps(pid);
   }
 
+  fdPath(fd: number): string {
+    if (!this.inner.fdPath) throw new Error('the wrapped native layer offers no fdPath');
+    return this.inner.fdPath(fd);
+  }
+
   claim(addr: bigint, length: bigint): void {
     this.inner.claim(addr, length);
     this.#owned.claim(addr, length);

@@ -39,34 +39,25 @@
  * emulation artefact) — and Node's JIT keeps values there. So the guest never spins: one run is one
  * load and one hcall, and the guest never enables external interrupts (MSR.EE = 0).
  */
-import { existsSync } from 'node:fs';
-import { RemapError, errnoOf, errnoValue } from '../src/errors.js';
+import { RemapError } from '../src/errors.js';
 import {
   KVM_CAP,
-  KVM_EXIT,
   KVM_PPC_MMUV3_GTSE,
   KVM_PPC_MMUV3_RADIX,
   KVM_REG_PPC_LPCR_64,
   KVM_VM_PPC_HV,
-  KvmSystem,
-  kvmOptedOut,
   LPCR,
   MSR,
-  MemslotTable,
   PATB_GR,
   UserMemory,
   hex,
   kvmExitName,
-  unwind,
-  type KvmVcpu,
   type KvmVm,
-  type Memslot,
   type RunExit,
 } from '../src/kvm/index.js';
 import { realNative, type NativeLayer } from '../src/native/index.js';
+import { KvmGuestBase, buildGuest, guestUsable, type GuestArch, type GuestParts, type KvmGuestOptions } from './kvm-guest-base.js';
 import { SPR, b, insnBytes, ld, ldbrx, li, mfspr, sc } from './ppc64-insns.js';
-
-const EFAULT = errnoValue('EFAULT');
 
 // Guest-physical layout of the code slot (see the module comment).
 /** Exception stubs fill [0, STUBS_END): one every STUB_STRIDE bytes (vectors are 0x20-aligned). */
@@ -145,27 +136,6 @@ export function ppcGuestImage(): Uint8Array {
   return image;
 }
 
-/** Options of `KvmPpcGuest.create`. */
-export interface KvmPpcGuestOptions {
-  /** The host range to register as the guest's one region memslot (e.g. `esb.memslot`); host-page-aligned. */
-  readonly memslot: { readonly userspaceAddr: bigint; readonly size: bigint };
-  /** Guest-physical address of the region (host-page-aligned, at or above the code slot; default 4 GiB). */
-  readonly guestPhysAddr?: bigint;
-  /**
-   * The VM to run in (e.g. `XiveKvmDevice.vm`, whose device's ESB pages the region holds); not
-   * closed by the guest. Default: a KVM-HV VM of the guest's own. A given VM must run no other
-   * guest code: `create` configures its MMU (radix, VM-wide), and KVM cannot remove a vCPU, so
-   * the guest's vCPU stays in the VM after `close()` (which deletes the guest's two memslots).
-   */
-  readonly vm?: KvmVm;
-  /** The memslot table of `vm`, when other memslots are registered on it through one (slot ids must not collide). */
-  readonly slots?: MemslotTable;
-  /** The vCPU id (default 0; another one for a second guest on the same VM). */
-  readonly vcpuId?: number;
-  /** Native layer for every system call (default: the real one). */
-  readonly native?: NativeLayer;
-}
-
 /** The capabilities the guest needs from a VM, with what each is for. */
 const NEEDED_CAPS: readonly [number, string][] = [
   [KVM_CAP.PPC_MMU_RADIX, 'KVM_CAP_PPC_MMU_RADIX (a radix guest: POWER9+ KVM-HV on a radix host)'],
@@ -179,92 +149,23 @@ function missingCap(vm: KvmVm): string | null {
   return null;
 }
 
-/** A one-vCPU POWER KVM-HV guest that reads a host range through one memslot, one 8-byte load per run. */
-export class KvmPpcGuest {
-  readonly #native: NativeLayer;
-  readonly #system: KvmSystem | null;
-  readonly #vm: KvmVm;
-  readonly #ownsVm: boolean;
-  readonly #vcpu: KvmVcpu;
-  readonly #code: UserMemory;
-  readonly #slots: MemslotTable;
-  readonly #codeSlot: Memslot;
-  #region: Memslot;
-  readonly #mailbox = Buffer.alloc(8);
-  #resetNeeded = true;
-  #closed = false;
+/** The code slot: CODE_BYTES rounded up to host pages. */
+function codeSlotSize(native: NativeLayer): bigint {
+  const page = BigInt(native.pageSize);
+  return ((CODE_BYTES + page - 1n) / page) * page;
+}
 
-  private constructor(
-    native: NativeLayer,
-    system: KvmSystem | null,
-    vm: KvmVm,
-    vcpu: KvmVcpu,
-    code: UserMemory,
-    slots: MemslotTable,
-    codeSlot: Memslot,
-    region: Memslot,
-  ) {
-    this.#native = native;
-    this.#system = system;
-    this.#vm = vm;
-    this.#ownsVm = system !== null;
-    this.#vcpu = vcpu;
-    this.#code = code;
-    this.#slots = slots;
-    this.#codeSlot = codeSlot;
-    this.#region = region;
-  }
-
-  /**
-   * Null when a guest can run here, else a one-line reason to skip with (not ppc64, no /dev/kvm,
-   * XIVE_REMAP_NO_KVM set, cannot open it, cannot create a KVM-HV VM, no radix MMU / PAPR / ONE_REG).
-   */
-  static usable(native: NativeLayer = realNative): string | null {
-    const optedOut = kvmOptedOut(); // XIVE_REMAP_NO_KVM: as on a host without KVM, whatever this one has
-    if (optedOut !== null) return optedOut;
-    if (native.arch !== 'ppc64') return `the KVM POWER guest needs a ppc64 host; this one is ${native.arch}`;
-    if (!existsSync('/dev/kvm')) return 'no /dev/kvm on this host (is kvm-hv loaded?)';
-    try {
-      const sys = KvmSystem.open({ native });
-      try {
-        let vm: KvmVm;
-        try {
-          vm = sys.createVm(KVM_VM_PPC_HV);
-        } catch (e) {
-          return `cannot create a KVM-HV VM (is kvm-hv loaded? only kvm-pr?): ${e instanceof Error ? e.message : String(e)}`;
-        }
-        try {
-          const missing = missingCap(vm);
-          if (missing) return `KVM-HV here lacks ${missing}`;
-        } finally {
-          vm.close();
-        }
-      } finally {
-        sys.close();
-      }
-    } catch (e) {
-      return `/dev/kvm is not usable: ${e instanceof Error ? e.message : String(e)}`;
-    }
-    return null;
-  }
-
-  /**
-   * Create the VM (unless `vm` is given) with a radix MMU, register the code slot at 0 and the
-   * region slot (once), create the vCPU in PAPR mode with LPCR.ILE set, ready for `read64`.
-   * @throws RangeError for a region that is empty, misaligned, misplaced or past 2^52, or `slots` without `vm`
-   * @throws RemapError E_DEVICE_UNAVAILABLE off ppc64, without /dev/kvm or a capability the guest
-   *   needs; E_KVM when KVM refuses a step (the VM, a memslot, the vCPU, a register). After a
-   *   failure on a caller's `vm`, the memslots it added are removed, but the VM keeps the radix MMU
-   *   setting and, if it was created, the vCPU (KVM cannot destroy one): retry with another `vcpuId`.
-   */
-  static create(opts: KvmPpcGuestOptions): KvmPpcGuest {
-    const native = opts.native ?? realNative;
-    const { userspaceAddr, size } = opts.memslot;
-    const regionGpa = opts.guestPhysAddr ?? DEFAULT_REGION_GPA;
+/** The POWER half of the guest (see kvm-guest-base.ts for the shared one). */
+const PPC: GuestArch = {
+  name: 'KvmPpcGuest',
+  arch: 'ppc64',
+  noKvmHint: 'is kvm-hv loaded? only kvm-pr?',
+  defaultGuestPhysAddr: DEFAULT_REGION_GPA,
+  createVm: (sys) => sys.createVm(KVM_VM_PPC_HV),
+  missing: missingCap,
+  checkPlacement(userspaceAddr, size, regionGpa, native) {
     const page = BigInt(native.pageSize);
-    const codeSize = ((CODE_BYTES + page - 1n) / page) * page;
-    if (native.arch !== 'ppc64') throw new RemapError('E_DEVICE_UNAVAILABLE', `KvmPpcGuest needs a ppc64 host, this is ${native.arch}`);
-    if (opts.slots && !opts.vm) throw new RangeError('KvmPpcGuest: `slots` is the memslot table of a given `vm`; none was given');
+    const codeSize = codeSlotSize(native);
     if (size <= 0n || size % page !== 0n || userspaceAddr % page !== 0n) {
       throw new RangeError(`the region ${hex(userspaceAddr)}+${hex(size)} must be non-empty and aligned to the ${hex(page)}-byte host page`);
     }
@@ -272,75 +173,61 @@ export class KvmPpcGuest {
       throw new RangeError(`guestPhysAddr ${hex(regionGpa)} must be aligned to the ${hex(page)}-byte host page and at or above the code slot's end (${hex(codeSize)})`);
     }
     if (regionGpa + size > MAX_GPA_END) throw new RangeError(`region ${hex(regionGpa)}+${hex(size)} ends past the 2^52 bytes a radix guest can address`);
-
-    const undo: (() => void)[] = [];
+  },
+  // Radix: real-mode addresses go through the partition-scoped table only (the memslots).
+  configureVm: (vm) => vm.configurePpcV3Mmu(KVM_PPC_MMUV3_RADIX | KVM_PPC_MMUV3_GTSE, PATB_GR),
+  mapCode(native) {
+    const code = UserMemory.map(native, codeSlotSize(native), 'POWER guest code');
     try {
-      let system: KvmSystem | null = null;
-      let vm = opts.vm;
-      if (!vm) {
-        if (!existsSync('/dev/kvm')) throw new RemapError('E_DEVICE_UNAVAILABLE', 'KvmPpcGuest: no /dev/kvm on this host (is kvm-hv loaded?)');
-        const sys = KvmSystem.open({ native });
-        system = sys;
-        undo.push(() => sys.close());
-        const own = sys.createVm(KVM_VM_PPC_HV);
-        vm = own;
-        undo.push(() => own.close());
-      }
-      const missing = missingCap(vm);
-      if (missing) throw new RemapError('E_DEVICE_UNAVAILABLE', `KvmPpcGuest: ${vm.describe()} lacks ${missing}`);
-      const theVm = vm;
-      const slots = opts.slots ?? MemslotTable.open(theVm);
-
-      // Radix: real-mode addresses go through the partition-scoped table only (the memslots).
-      theVm.configurePpcV3Mmu(KVM_PPC_MMUV3_RADIX | KVM_PPC_MMUV3_GTSE, PATB_GR);
-
-      const code = UserMemory.map(native, codeSize, 'POWER guest code');
-      undo.push(() => code.close());
       code.write(0n, ppcGuestImage());
-      const codeSlot = slots.add({ guestPhysAddr: 0n, size: codeSize, userspaceAddr: code.addr });
-      if (!system) undo.push(() => slots.remove(codeSlot.slot));
-      const region = slots.add({ guestPhysAddr: regionGpa, size, userspaceAddr });
-      if (!system) undo.push(() => slots.remove(region.slot));
-
-      const vcpu = theVm.createVcpu(opts.vcpuId ?? 0);
-      undo.push(() => vcpu.close());
-      // KVM-HV runs only PAPR guests: without this, KVM_RUN fails with EINVAL (kvmppc_sanity_check).
-      vcpu.enableCap(KVM_CAP.PPC_PAPR);
-      // Interrupts little-endian (the stubs are LE code), at vectors 0x0… (no alternate location).
-      const lpcr = vcpu.getOneRegU64(KVM_REG_PPC_LPCR_64);
-      vcpu.setOneRegU64(KVM_REG_PPC_LPCR_64, (lpcr | LPCR.ILE) & ~LPCR.AIL);
-
-      return new KvmPpcGuest(native, system, theVm, vcpu, code, slots, codeSlot, region);
     } catch (e) {
-      unwind(undo);
+      code.close();
       throw e;
     }
-  }
+    return code;
+  },
+  setupVcpu(vcpu) {
+    // KVM-HV runs only PAPR guests: without this, KVM_RUN fails with EINVAL (kvmppc_sanity_check).
+    vcpu.enableCap(KVM_CAP.PPC_PAPR);
+    // Interrupts little-endian (the stubs are LE code), at vectors 0x0… (no alternate location).
+    const lpcr = vcpu.getOneRegU64(KVM_REG_PPC_LPCR_64);
+    vcpu.setOneRegU64(KVM_REG_PPC_LPCR_64, (lpcr | LPCR.ILE) & ~LPCR.AIL);
+  },
+};
 
-  /** Guest-physical address of the region. */
-  get guestPhysAddr(): bigint {
-    return this.#region.guestPhysAddr;
-  }
+/**
+ * Options of `KvmPpcGuest.create`: the region (`memslot`, host-page-aligned, or a VMM's registered
+ * `region` on its `vm`), its guest-physical address (host-page-aligned, at or above the code slot;
+ * default 4 GiB), the VM (e.g. `XiveKvmDevice.vm`, whose device's ESB pages the region holds).
+ */
+export type KvmPpcGuestOptions = KvmGuestOptions;
 
-  /** The region's memslot id. */
-  get slot(): number {
-    return this.#region.slot;
-  }
-
-  /** How many KVM_SET_USER_MEMORY_REGION calls were made for the region's slot (1: registered once). */
-  get memslotUpdates(): number {
-    return this.#slots.updates(this.#region.slot);
+/** A one-vCPU POWER KVM-HV guest that reads a host range through one memslot, one 8-byte load per run. */
+export class KvmPpcGuest extends KvmGuestBase {
+  private constructor(parts: GuestParts) {
+    super(parts, 'KvmPpcGuest');
   }
 
   /**
-   * Approach 2 of seeds/004, for comparison: move the region's memslot to another host range of
-   * the same size — delete the slot (size 0), then add it again at the same guest address. Both
-   * calls count in `memslotUpdates`.
-   * @throws RemapError E_CLOSED after close(); E_KVM if the kernel refuses either call
+   * Null when a guest can run here, else a one-line reason to skip with (not ppc64, no /dev/kvm,
+   * cannot open it, cannot create a KVM-HV VM, no radix MMU / PAPR / ONE_REG).
    */
-  remapRegion(userspaceAddr: bigint): void {
-    if (this.#closed) throw new RemapError('E_CLOSED', 'KvmPpcGuest is closed');
-    this.#region = this.#slots.move(this.#region.slot, userspaceAddr);
+  static usable(native: NativeLayer = realNative): string | null {
+    return guestUsable(PPC, native);
+  }
+
+  /**
+   * Create the VM (unless `vm` is given) with a radix MMU, register the code slot at 0 and the
+   * region slot (once; not when a registered `region` is given), create the vCPU in PAPR mode with
+   * LPCR.ILE set, ready for `read64`.
+   * @throws RangeError for a region that is empty, misaligned, misplaced or past 2^52, `slots` without `vm`, or a `region` not in `slots`
+   * @throws RemapError E_DEVICE_UNAVAILABLE off ppc64, without /dev/kvm or a capability the guest
+   *   needs; E_KVM when KVM refuses a step (the VM, a memslot, the vCPU, a register). After a
+   *   failure on a caller's `vm`, the memslots it added are removed, but the VM keeps the radix MMU
+   *   setting and, if it was created, the vCPU (KVM cannot destroy one): retry with another `vcpuId`.
+   */
+  static create(opts: KvmPpcGuestOptions): KvmPpcGuest {
+    return new KvmPpcGuest(buildGuest(PPC, opts));
   }
 
   /**
@@ -359,50 +246,23 @@ export class KvmPpcGuest {
    *   no host page), the guest takes an exception, or it exits for any other reason
    */
   read64(offset: bigint): bigint {
-    if (this.#closed) throw new RemapError('E_CLOSED', 'KvmPpcGuest is closed');
-    if (offset < 0n || offset % 8n !== 0n || offset + 8n > this.#region.size) {
-      throw new RangeError(`offset ${hex(offset)} is not an 8-byte-aligned doubleword inside the ${hex(this.#region.size)}-byte region`);
+    if (offset % 8n !== 0n) throw new RangeError(`offset ${hex(offset)} is not an 8-byte-aligned doubleword`);
+    // Back to the top of the loop, in the guest's mode (after an exception the vCPU sits in a stub).
+    const exit = this.runLoad(offset, 8, PPC_GUEST_MAILBOX, () => this.vcpu.setPpcRegs({ pc: PPC_GUEST_LOOP, msr: PPC_GUEST_MSR }));
+    const gpa = this.guestPhysAddr + offset;
+    if (exit.reason === 'papr-hcall' && exit.nr === BigInt(XR_HCALL.LOADED)) {
+      const [value, loadedFrom] = exit.args as [bigint, bigint];
+      if (loadedFrom !== gpa) throw this.failedLoad(new RemapError('E_KVM', `${this.where(offset)}: the guest loaded from ${hex(loadedFrom)}, not ${hex(gpa)}`));
+      return value;
     }
-    const gpa = this.#region.guestPhysAddr + offset;
-    this.#mailbox.writeBigUInt64LE(gpa); // the guest is little-endian, whatever the host is
-    this.#native.poke(this.#code.addr + PPC_GUEST_MAILBOX, this.#mailbox);
-    const where = (): string => `guest load at offset ${hex(offset)} of the region, ${this.#slots.describe(this.#region.slot)}`;
-    if (this.#resetNeeded) {
-      // Back to the top of the loop, in the guest's mode (after an exception the vCPU sits in a stub).
-      this.#vcpu.setPpcRegs({ pc: PPC_GUEST_LOOP, msr: PPC_GUEST_MSR });
-      this.#resetNeeded = false;
+    if (exit.reason === 'papr-hcall' && exit.nr === BigInt(XR_HCALL.EXCEPTION)) {
+      const [vector, srr0, srr1, dar, dsisr] = exit.args as [bigint, bigint, bigint, bigint, bigint];
+      const name = VECTOR_NAMES.get(Number(vector)) ?? 'unknown';
+      throw this.failedLoad(
+        new RemapError('E_KVM', `${this.where(offset)}: the guest took a ${name} interrupt (vector ${hex(vector)}) at ${hex(srr0)} (SRR1 ${hex(srr1)}, DAR ${hex(dar)}, DSISR ${hex(dsisr)})`),
+      );
     }
-    for (;;) {
-      let exit: RunExit;
-      try {
-        exit = this.#vcpu.run();
-      } catch (e) {
-        this.#resetNeeded = true;
-        if (errnoOf(e) === EFAULT) {
-          throw new RemapError('E_KVM', `${where()}, faulted: KVM_RUN returned EFAULT (no host page at ${hex(this.#region.userspaceAddr + offset)}?)`, { cause: e });
-        }
-        throw new RemapError('E_KVM', `${where()}, failed: ${e instanceof Error ? e.message : String(e)}`, { cause: e });
-      }
-      if (exit.reason === 'papr-hcall' && exit.nr === BigInt(XR_HCALL.LOADED)) {
-        const [value, loadedFrom] = exit.args as [bigint, bigint];
-        if (loadedFrom !== gpa) {
-          this.#resetNeeded = true;
-          throw new RemapError('E_KVM', `${where()}: the guest loaded from ${hex(loadedFrom)}, not ${hex(gpa)}`);
-        }
-        return value;
-      }
-      if (exit.code === KVM_EXIT.INTR) continue; // a signal interrupted KVM_RUN: just run again
-      this.#resetNeeded = true;
-      if (exit.reason === 'papr-hcall' && exit.nr === BigInt(XR_HCALL.EXCEPTION)) {
-        const [vector, srr0, srr1, dar, dsisr] = exit.args as [bigint, bigint, bigint, bigint, bigint];
-        const name = VECTOR_NAMES.get(Number(vector)) ?? 'unknown';
-        throw new RemapError(
-          'E_KVM',
-          `${where()}: the guest took a ${name} interrupt (vector ${hex(vector)}) at ${hex(srr0)} (SRR1 ${hex(srr1)}, DAR ${hex(dar)}, DSISR ${hex(dsisr)})`,
-        );
-      }
-      throw new RemapError('E_KVM', `${where()} ended in ${describeExit(exit)}${this.#pc()}, not the expected hcall ${hex(XR_HCALL.LOADED)}`);
-    }
+    throw this.failedLoad(new RemapError('E_KVM', `${this.where(offset)} ended in ${describeExit(exit)}${this.#pc()}, not the expected hcall ${hex(XR_HCALL.LOADED)}`));
   }
 
   /**
@@ -412,51 +272,20 @@ export class KvmPpcGuest {
    * @throws RangeError, RemapError as read64
    */
   readString(offset: bigint, max = 32): string {
-    const bytes: number[] = [];
-    for (let w = 0n; w < BigInt(max); w += 8n) {
-      const v = this.read64(offset + w);
-      for (let i = 7; i >= 0; i--) {
-        const c = Number((v >> BigInt(8 * i)) & 0xffn);
-        if (c === 0 || bytes.length === max) return String.fromCharCode(...bytes);
-        bytes.push(c);
-      }
-    }
-    return String.fromCharCode(...bytes);
+    return this.readStringWith(offset, max, 8, (o) => {
+      const v = this.read64(o);
+      return [7, 6, 5, 4, 3, 2, 1, 0].map((i) => Number((v >> BigInt(8 * i)) & 0xffn)); // big-endian value: high byte first in memory
+    });
   }
 
   /** ` at pc 0x…` for an error message (empty if the registers cannot be read). */
   #pc(): string {
     try {
-      const r = this.#vcpu.getPpcRegs();
+      const r = this.vcpu.getPpcRegs();
       return ` at pc ${hex(r.pc)} (msr ${hex(r.msr)})`;
     } catch {
       return '';
     }
-  }
-
-  /**
-   * Release everything; later calls do nothing. Own VM: close the vCPU, the VM and /dev/kvm, then
-   * unmap the code slot. Given VM: delete the guest's two memslots first (so no slot of that VM
-   * points at freed memory), then close the vCPU fd (the vCPU itself stays in the VM).
-   * @throws RemapError E_KVM with the first teardown failure (after releasing everything)
-   */
-  close(): void {
-    if (this.#closed) return;
-    this.#closed = true;
-    let first: unknown;
-    const steps: (() => void)[] = this.#ownsVm
-      ? // The vCPU holds a reference on the VM: close it first, then the VM, so the kernel frees the
-        // VM (and drops its memslots) before the code slot's memory goes away.
-        [() => this.#vcpu.close(), () => this.#vm.close(), () => this.#system?.close()]
-      : [() => this.#slots.remove(this.#region.slot), () => this.#slots.remove(this.#codeSlot.slot), () => this.#vcpu.close()];
-    for (const f of [...steps, () => this.#code.close()]) {
-      try {
-        f();
-      } catch (e) {
-        first ??= e;
-      }
-    }
-    if (first !== undefined) throw first;
   }
 }
 

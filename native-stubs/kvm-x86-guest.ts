@@ -22,15 +22,11 @@
  * fault, internal error, MMIO outside the slots) throws naming the exit reason. The guest has no
  * IDT, so it cannot hang: any exception becomes a triple fault, i.e. KVM_EXIT_SHUTDOWN.
  */
-import { existsSync, readSync } from 'node:fs';
-import { RemapError, errnoOf, errnoValue } from '../src/errors.js';
+import { readSync } from 'node:fs';
+import { RemapError } from '../src/errors.js';
 import {
-  KVM_CAP,
   KVM_EXIT,
   KVM_STATS_HEADER_BYTES,
-  KvmSystem,
-  kvmOptedOut,
-  MemslotTable,
   decodeStatsData,
   decodeStatsDescs,
   decodeStatsHeader,
@@ -39,17 +35,12 @@ import {
   UserMemory,
   hex,
   kvmExitName,
-  unwind,
-  type KvmVcpu,
-  type KvmVm,
   type KvmStatDesc,
-  type Memslot,
   type RunExit,
   type X86Segment,
 } from '../src/kvm/index.js';
 import { realNative, type NativeLayer } from '../src/native/index.js';
-
-const EFAULT = errnoValue('EFAULT');
+import { KvmGuestBase, buildGuest, guestUsable, type GuestArch, type GuestParts, type KvmGuestOptions } from './kvm-guest-base.js';
 
 // Guest-physical layout of the code slot (see the module comment).
 const GDT = 0x0000n;
@@ -176,146 +167,81 @@ function pageTableEntries(codeSize: bigint, regionGpa: bigint, regionSize: bigin
   return { writes, end: nextPd };
 }
 
-/** Options of `KvmX86Guest.create`. */
-export interface KvmX86GuestOptions {
-  /** The host range to register as the guest's one region memslot (e.g. `esb.memslot`). */
-  readonly memslot: { readonly userspaceAddr: bigint; readonly size: bigint };
-  /** Guest-physical address of the region (2 MiB-aligned, ≥ 1 GiB; default 4 GiB). */
-  readonly guestPhysAddr?: bigint;
-  /** Native layer for every system call (default: the real one). */
-  readonly native?: NativeLayer;
-}
-
-/** A one-vCPU x86_64 KVM guest that reads a host range through one memslot. */
-export class KvmX86Guest {
-  readonly #native: NativeLayer;
-  readonly #system: KvmSystem;
-  readonly #vm: KvmVm;
-  readonly #vcpu: KvmVcpu;
-  readonly #code: UserMemory;
-  readonly #slots: MemslotTable;
-  #region: Memslot;
-  readonly #mailbox = Buffer.alloc(8);
-  #resetNeeded = false;
-  #closed = false;
-  #stats: { fd: number; dataOffset: number; descs: KvmStatDesc[]; dataBytes: number } | undefined;
-
-  private constructor(native: NativeLayer, system: KvmSystem, vm: KvmVm, vcpu: KvmVcpu, code: UserMemory, slots: MemslotTable, region: Memslot) {
-    this.#native = native;
-    this.#system = system;
-    this.#vm = vm;
-    this.#vcpu = vcpu;
-    this.#code = code;
-    this.#slots = slots;
-    this.#region = region;
-  }
-
-  /**
-   * Null when a guest can run here, else a one-line reason to skip with (not x86_64, no /dev/kvm,
-   * XIVE_REMAP_NO_KVM set, cannot open it, cannot create a VM).
-   */
-  static usable(native: NativeLayer = realNative): string | null {
-    const optedOut = kvmOptedOut(); // XIVE_REMAP_NO_KVM: as on a host without KVM, whatever this one has
-    if (optedOut !== null) return optedOut;
-    if (native.arch !== 'x64') return `the KVM x86 guest needs an x86_64 host; this one is ${native.arch}`;
-    if (!existsSync('/dev/kvm')) return 'no /dev/kvm on this host';
-    try {
-      const sys = KvmSystem.open({ native });
-      try {
-        if (sys.checkExtension(KVM_CAP.USER_MEMORY) <= 0) return '/dev/kvm lacks KVM_CAP_USER_MEMORY';
-        sys.createVm().close();
-      } finally {
-        sys.close();
-      }
-    } catch (e) {
-      return `/dev/kvm is not usable: ${e instanceof Error ? e.message : String(e)}`;
-    }
-    return null;
-  }
-
-  /**
-   * Create the VM, register the code slot and the region slot (once), and set up the vCPU in
-   * 64-bit long mode at CPL3, ready for `read32`.
-   * @throws RangeError for a region that is empty, misplaced or too large for one PDPT
-   * @throws RemapError E_DEVICE_UNAVAILABLE without /dev/kvm, E_KVM when KVM refuses a step
-   */
-  static create(opts: KvmX86GuestOptions): KvmX86Guest {
-    const native = opts.native ?? realNative;
-    const { userspaceAddr, size } = opts.memslot;
-    const regionGpa = opts.guestPhysAddr ?? DEFAULT_REGION_GPA;
-    if (native.arch !== 'x64') throw new RemapError('E_DEVICE_UNAVAILABLE', `KvmX86Guest needs an x86_64 host, this is ${native.arch}`);
+/** The x86_64 half of the guest (see kvm-guest-base.ts for the shared one). */
+const X86: GuestArch = {
+  name: 'KvmX86Guest',
+  arch: 'x64',
+  noKvmHint: '',
+  defaultGuestPhysAddr: DEFAULT_REGION_GPA,
+  createVm: (sys) => sys.createVm(),
+  missing: () => null,
+  checkPlacement(_userspaceAddr, size, regionGpa) {
     if (size <= 0n) throw new RangeError(`the region must not be empty (size ${hex(size)})`);
     if (regionGpa < GIB || regionGpa % MIB2 !== 0n) throw new RangeError(`guestPhysAddr ${hex(regionGpa)} must be 2 MiB-aligned and at least 1 GiB`);
     if (regionGpa + size > MAX_GPA_END) throw new RangeError(`region ${hex(regionGpa)}+${hex(size)} ends past the ${hex(MAX_GPA_END)} this guest's page tables can map`);
-
-    const undo: (() => void)[] = [];
+  },
+  configureVm: () => undefined,
+  mapCode(native, regionGpa, size) {
+    // GDT, TSS, code, mailbox and page tables, in memory the guest owns.
+    const tables = pageTableEntries(MIB2, regionGpa, size);
+    const code = UserMemory.map(native, tables.end, 'guest code and page tables');
     try {
-      const system = KvmSystem.open({ native });
-      undo.push(() => system.close());
-      const vm = system.createVm();
-      undo.push(() => vm.close());
-      const slots = MemslotTable.open(vm);
-
-      // The code slot: GDT, TSS, code, mailbox and page tables, in memory this object owns.
-      const tables = pageTableEntries(MIB2, regionGpa, size);
-      const code = UserMemory.map(native, tables.end, 'guest code and page tables');
-      undo.push(() => code.close());
       code.write(GDT, gdtBytes());
       code.write(TSS, tssBytes());
       code.write(CODE, GUEST_CODE);
       for (const [gpa, entry] of tables.writes) code.write(gpa, u64le(entry));
-      slots.add({ guestPhysAddr: 0n, size: code.length, userspaceAddr: code.addr });
-      const region = slots.add({ guestPhysAddr: regionGpa, size, userspaceAddr });
-
-      const vcpu = vm.createVcpu(0);
-      undo.push(() => vcpu.close());
-      // CPUID first: it sets the guest's physical address width (the region may lie above 64 GiB).
-      vcpu.setX86Cpuid2(system.supportedX86Cpuid());
-      const s = vcpu.getX86Sregs();
-      s.cs = userSegment(true);
-      s.ds = s.es = s.fs = s.gs = s.ss = userSegment(false);
-      s.tr = { base: TSS, limit: TSS_LIMIT, selector: SEL_TSS, type: 0xb, present: 1, dpl: 0, db: 0, s: 0, l: 0, g: 0, avl: 0, unusable: 0 };
-      s.gdt = { base: GDT, limit: 7 * 8 - 1 };
-      s.idt = { base: 0n, limit: 0 };
-      s.cr0 = CR0;
-      s.cr3 = PML4;
-      s.cr4 = CR4_PAE;
-      s.efer = EFER_LME_LMA;
-      vcpu.setX86Sregs(s);
-
-      const guest = new KvmX86Guest(native, system, vm, vcpu, code, slots, region);
-      guest.#resetNeeded = true;
-      return guest;
     } catch (e) {
-      unwind(undo);
+      code.close();
       throw e;
     }
-  }
+    return code;
+  },
+  setupVcpu(vcpu, sys) {
+    // CPUID first: it sets the guest's physical address width (the region may lie above 64 GiB).
+    vcpu.setX86Cpuid2(sys().supportedX86Cpuid());
+    const s = vcpu.getX86Sregs();
+    s.cs = userSegment(true);
+    s.ds = s.es = s.fs = s.gs = s.ss = userSegment(false);
+    s.tr = { base: TSS, limit: TSS_LIMIT, selector: SEL_TSS, type: 0xb, present: 1, dpl: 0, db: 0, s: 0, l: 0, g: 0, avl: 0, unusable: 0 };
+    s.gdt = { base: GDT, limit: 7 * 8 - 1 };
+    s.idt = { base: 0n, limit: 0 };
+    s.cr0 = CR0;
+    s.cr3 = PML4;
+    s.cr4 = CR4_PAE;
+    s.efer = EFER_LME_LMA;
+    vcpu.setX86Sregs(s);
+  },
+};
 
-  /** Guest-physical address of the region. */
-  get guestPhysAddr(): bigint {
-    return this.#region.guestPhysAddr;
-  }
+/** Options of `KvmX86Guest.create` (the region: `memslot`, or a VMM's registered `region` on its `vm`). */
+export type KvmX86GuestOptions = KvmGuestOptions;
 
-  /** The region's memslot id. */
-  get slot(): number {
-    return this.#region.slot;
-  }
+/** A one-vCPU x86_64 KVM guest that reads a host range through one memslot. */
+export class KvmX86Guest extends KvmGuestBase {
+  #stats: { fd: number; dataOffset: number; descs: KvmStatDesc[]; dataBytes: number } | undefined;
 
-  /** How many KVM_SET_USER_MEMORY_REGION calls were made for the region's slot (1: registered once). */
-  get memslotUpdates(): number {
-    return this.#slots.updates(this.#region.slot);
+  private constructor(parts: GuestParts) {
+    super(parts, 'KvmX86Guest');
   }
 
   /**
-   * Approach 2 of seeds/004, for the benchmark's baseline: move the region's memslot to another
-   * host range of the same size — delete the slot (size 0), then add it again at the same guest
-   * address (the lowest free id: the same slot). Both calls count in `memslotUpdates`.
-   * @throws RemapError E_CLOSED after close(); E_KVM if the kernel refuses either call
+   * Null when a guest can run here, else a one-line reason to skip with (not x86_64, no /dev/kvm,
+   * cannot open it, cannot create a VM).
    */
-  remapRegion(userspaceAddr: bigint): void {
-    if (this.#closed) throw new RemapError('E_CLOSED', 'KvmX86Guest is closed');
-    this.#region = this.#slots.move(this.#region.slot, userspaceAddr);
+  static usable(native: NativeLayer = realNative): string | null {
+    return guestUsable(X86, native);
+  }
+
+  /**
+   * Create the VM (unless `vm` is given), register the code slot and the region slot (once; not
+   * when a registered `region` is given), and set up the vCPU in 64-bit long mode at CPL3, ready
+   * for `read32`. The region's guest-physical address must be 2 MiB-aligned, at least 1 GiB and
+   * end below 512 GiB (default 4 GiB).
+   * @throws RangeError for a region that is empty, misplaced or too large for one PDPT, or bad `slots` / `region`
+   * @throws RemapError E_DEVICE_UNAVAILABLE without /dev/kvm, E_KVM when KVM refuses a step
+   */
+  static create(opts: KvmX86GuestOptions): KvmX86Guest {
+    return new KvmX86Guest(buildGuest(X86, opts));
   }
 
   /**
@@ -325,34 +251,12 @@ export class KvmX86Guest {
    * @throws RemapError E_CLOSED after close(); E_KVM naming the offset if the load faults (EFAULT: the host page is unmapped) or the guest exits for any other reason
    */
   read32(offset: bigint): number {
-    if (this.#closed) throw new RemapError('E_CLOSED', 'KvmX86Guest is closed');
-    if (offset < 0n || offset + 4n > this.#region.size) throw new RangeError(`offset ${hex(offset)} is outside the ${hex(this.#region.size)}-byte region`);
-    this.#mailbox.writeBigUInt64LE(this.#region.guestPhysAddr + offset);
-    this.#native.poke(this.#code.addr + MAILBOX, this.#mailbox);
-    if (this.#resetNeeded) {
-      // Back to the top of the loop (after an error the vCPU may sit mid-loop with a stale address in rax).
-      this.#vcpu.setX86Regs({ rip: CODE, rflags: RFLAGS, rsp: MAILBOX });
-      this.#resetNeeded = false;
+    // Back to the top of the loop (after an error the vCPU may sit mid-loop with a stale address in rax).
+    const exit = this.runLoad(offset, 4, MAILBOX, () => this.vcpu.setX86Regs({ rip: CODE, rflags: RFLAGS, rsp: MAILBOX }));
+    if (exit.reason === 'io' && exit.port === PORT && exit.direction === KVM_EXIT_IO_OUT && exit.size === 4) {
+      return this.vcpu.runBytes(exit.dataOffset, 4).readUInt32LE(0);
     }
-    for (;;) {
-      let exit: RunExit;
-      try {
-        exit = this.#vcpu.run();
-      } catch (e) {
-        this.#resetNeeded = true;
-        const where = `guest load at offset ${hex(offset)} of the region, ${this.#slots.describe(this.#region.slot)}`;
-        if (errnoOf(e) === EFAULT) {
-          throw new RemapError('E_KVM', `${where}, faulted: KVM_RUN returned EFAULT (no host page at ${hex(this.#region.userspaceAddr + offset)}?)`, { cause: e });
-        }
-        throw new RemapError('E_KVM', `${where}, failed: ${e instanceof Error ? e.message : String(e)}`, { cause: e });
-      }
-      if (exit.reason === 'io' && exit.port === PORT && exit.direction === KVM_EXIT_IO_OUT && exit.size === 4) {
-        return this.#vcpu.runBytes(exit.dataOffset, 4).readUInt32LE(0);
-      }
-      if (exit.code === KVM_EXIT.INTR) continue; // a signal interrupted KVM_RUN: just run again
-      this.#resetNeeded = true;
-      throw new RemapError('E_KVM', `guest load at offset ${hex(offset)} of the region ended in ${describeExit(exit)}${this.#where()}, not the expected I/O exit`);
-    }
+    throw this.failedLoad(new RemapError('E_KVM', `guest load at offset ${hex(offset)} of the region ended in ${describeExit(exit)}${this.#where()}, not the expected I/O exit`));
   }
 
   /**
@@ -361,16 +265,10 @@ export class KvmX86Guest {
    * @throws RemapError as read32
    */
   readString(offset: bigint, max = 32): string {
-    const bytes: number[] = [];
-    for (let w = 0n; w < BigInt(max); w += 4n) {
-      const v = this.read32(offset + w);
-      for (let i = 0; i < 4; i++) {
-        const b = (v >>> (8 * i)) & 0xff;
-        if (b === 0) return String.fromCharCode(...bytes);
-        bytes.push(b);
-      }
-    }
-    return String.fromCharCode(...bytes);
+    return this.readStringWith(offset, max, 4, (o) => {
+      const v = this.read32(o);
+      return [0, 1, 2, 3].map((i) => (v >>> (8 * i)) & 0xff); // little-endian: low byte first in memory
+    });
   }
 
   /**
@@ -381,7 +279,7 @@ export class KvmX86Guest {
    * @throws RemapError E_KVM if the kernel has no binary stats (older than 5.14); E_CLOSED after close()
    */
   kvmStats(): ReadonlyMap<string, bigint> {
-    if (this.#closed) throw new RemapError('E_CLOSED', 'KvmX86Guest is closed');
+    this.checkOpen();
     const pread = (fd: number, length: number, position: number): Buffer => {
       const buf = Buffer.alloc(length);
       try {
@@ -392,13 +290,13 @@ export class KvmX86Guest {
       return buf;
     };
     if (!this.#stats) {
-      const fd = this.#vcpu.openStatsFd();
+      const fd = this.vcpu.openStatsFd();
       try {
         const h = decodeStatsHeader(pread(fd, KVM_STATS_HEADER_BYTES, 0));
         const descs = decodeStatsDescs(h, pread(fd, statsDescBytes(h), h.descOffset));
         this.#stats = { fd, dataOffset: h.dataOffset, descs, dataBytes: statsDataBytes(descs) };
       } catch (e) {
-        this.#native.close(fd);
+        this.native.close(fd);
         throw e;
       }
     }
@@ -409,36 +307,17 @@ export class KvmX86Guest {
   /** ` at rip 0x…, rax 0x…` for an error message (empty if the registers cannot be read). */
   #where(): string {
     try {
-      const r = this.#vcpu.getX86Regs();
+      const r = this.vcpu.getX86Regs();
       return ` at rip ${hex(r.rip)} (rax ${hex(r.rax)})`;
     } catch {
       return '';
     }
   }
 
-  /** Unmap kvm_run, close the stats, vCPU, VM and /dev/kvm fds, unmap the code slot; later calls do nothing. @throws RemapError E_KVM with the first teardown failure (after releasing everything) */
-  close(): void {
-    if (this.#closed) return;
-    this.#closed = true;
-    let first: unknown;
-    // The vCPU holds a reference on the VM: close it first, then the VM, so the kernel frees the
-    // VM (and drops its memslots) before the code slot's memory goes away.
+  protected override releaseFirst(): (() => void)[] {
     const stats = this.#stats;
     this.#stats = undefined;
-    for (const f of [
-      () => stats && this.#native.close(stats.fd),
-      () => this.#vcpu.close(),
-      () => this.#vm.close(),
-      () => this.#system.close(),
-      () => this.#code.close(),
-    ]) {
-      try {
-        f();
-      } catch (e) {
-        first ??= e;
-      }
-    }
-    if (first !== undefined) throw first;
+    return stats ? [() => this.native.close(stats.fd)] : [];
   }
 }
 

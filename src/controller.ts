@@ -36,6 +36,7 @@ import { PageSource, checkFits } from './source.js';
 import { checkIrq, checkIrqRange, describeThrown, show } from './validate.js';
 import { VmaBudget, systemMaxMapCount } from './vma-budget.js';
 import { NotifierHub, notifierName, type EsbNotifier, type NotifierHandle, type PendingChange, type Pin, type PinInfo, type RegisterOptions } from './notifiers.js';
+import { disposeSymbol } from './dispose.js';
 import { RunTable, runEnd as end, type Backing, type Run as TableRun, type RunInfo } from './run-table.js';
 import { traceAttach, traceDetach, traceFailure, type ControllerStats } from './tracing.js';
 
@@ -138,7 +139,8 @@ export class EsbController {
     if (dev === null) {
       throw new RemapError('E_DEVICE_UNAVAILABLE', `${op}: not an EsbDevice (a XiveKvmDevice, a FakeXiveDevice or another implementation of the interface)`);
     }
-    const { native, mode: asked, vmaLimit: limitAsked } = readOpenOptions(op, options);
+    // The device's own native layer is the default: a device and its region cannot disagree on it.
+    const { native, mode: asked, vmaLimit: limitAsked } = readOpenOptions(op, options, dev.native);
     if (limitAsked !== undefined && !(typeof limitAsked === 'number' && Number.isInteger(limitAsked) && limitAsked > 0)) {
       throw new RemapError('E_VMA_BUDGET', `${op}: vmaLimit ${show(limitAsked)} is not a positive integer`);
     }
@@ -658,19 +660,24 @@ export class EsbController {
     }
     this.#busy = true;
   }
+
+  /** Same as `close()`, for `using esb = EsbController.open(dev)`. */
+  [disposeSymbol](): void {
+    this.close();
+  }
 }
 
 const IPI: Backing = Object.freeze({ kind: 'ipi' });
 
 /** What the controller keeps of an `EsbDevice`: its properties read once, at open. */
-type DeviceSnapshot = Pick<EsbDevice, 'name' | 'nrIrqs' | 'geometry' | 'contract' | 'mergeable' | 'openIpiPages'>;
+type DeviceSnapshot = Pick<EsbDevice, 'name' | 'nrIrqs' | 'geometry' | 'contract' | 'mergeable' | 'openIpiPages' | 'native'>;
 
 /** Read a device's properties once; null if it is not an EsbDevice or one of its getters throws. */
 function snapshotDevice(device: unknown): DeviceSnapshot | null {
   if (typeof device !== 'object' || device === null) return null;
   try {
     const d = device as EsbDevice;
-    const snap = { name: d.name, nrIrqs: d.nrIrqs, geometry: d.geometry, contract: d.contract, mergeable: d.mergeable, openIpiPages: d.openIpiPages };
+    const snap = { name: d.name, nrIrqs: d.nrIrqs, geometry: d.geometry, contract: d.contract, mergeable: d.mergeable, openIpiPages: d.openIpiPages, native: d.native };
     const g = snap.geometry as EsbGeometry | undefined;
     if (typeof snap.openIpiPages !== 'function' || typeof g !== 'object' || g === null || typeof g.bytesPerIrq !== 'bigint' || typeof g.hostPageSize !== 'bigint') return null;
     if (!Number.isInteger(snap.nrIrqs) || snap.nrIrqs < 1) return null;
@@ -681,14 +688,15 @@ function snapshotDevice(device: unknown): DeviceSnapshot | null {
 }
 
 /** Read `open`'s options once. @throws RemapError E_OPTIONS if they are not an object or a getter throws */
-function readOpenOptions(op: string, options: unknown): { native: NativeLayer; mode: unknown; vmaLimit: unknown } {
-  if (options === undefined) return { native: realNative, mode: 'auto', vmaLimit: undefined };
+function readOpenOptions(op: string, options: unknown, deviceNative: NativeLayer | undefined): { native: NativeLayer; mode: unknown; vmaLimit: unknown } {
+  const fallback = deviceNative ?? realNative;
+  if (options === undefined) return { native: fallback, mode: 'auto', vmaLimit: undefined };
   if (typeof options !== 'object' || options === null) {
     throw new RemapError('E_OPTIONS', `${op}: options ${show(options)} is not an object (omit it for the defaults)`);
   }
   try {
     const o = options as OpenOptions;
-    return { native: o.native ?? realNative, mode: o.mode ?? 'auto', vmaLimit: o.vmaLimit };
+    return { native: o.native ?? fallback, mode: o.mode ?? 'auto', vmaLimit: o.vmaLimit };
   } catch (e) {
     throw new RemapError('E_OPTIONS', `${op}: reading the options threw (${describeThrown(e)})`, { cause: e });
   }

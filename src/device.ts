@@ -5,6 +5,7 @@
  * pages, so the caller may close the device while a region still uses it.
  */
 import type { EsbGeometry } from './geometry.js';
+import type { NativeLayer } from './native/types.js';
 
 /**
  * What the device's mmap handler guarantees.
@@ -30,6 +31,11 @@ export interface EsbDevice {
    * memfd: yes. Real ESB mappings (`VM_IO | VM_PFNMAP`): never.
    */
   readonly mergeable: boolean;
+  /**
+   * The native layer the device's own calls go through, if it has one (`XiveKvmDevice` does). A
+   * controller opened on the device must map through the same layer, so it defaults to this.
+   */
+  readonly native?: NativeLayer;
   /** A handle on the IPI pages that the region owns and closes; independent of the device's own fd. */
   openIpiPages(): IpiPages;
 }

@@ -5,6 +5,12 @@
  * Layers, top to bottom (data flows down): EsbController (the run table, attach/detach) →
  * EsbDevice / PageSource (where pages come from) → geometry (pure arithmetic) → kvm (ioctls) →
  * native (the only module that loads koffi).
+ *
+ * This entry point is what a VMM's device-hotplug path needs: the controller, page sources, the
+ * KVM XIVE device (`XiveKvmDevice.open`, or `fromFd` for the VMM's own device), errors, notifier
+ * and tracing types, and `inspectMaps`. The KVM fd wrappers (`KvmVm.fromFd`, `MemslotTable`), the
+ * uapi constants and the contract probe are in `xive-remap/kvm`; the stand-ins for tests and hosts
+ * without POWER are in `xive-remap/native-stubs`.
  */
 export { EsbController } from './controller.js';
 export type { ControllerMode, Degraded, Memslot, OpenOptions } from './controller.js';
@@ -29,23 +35,10 @@ export type { AttachTrace, ControllerStats, DetachTrace, FailureTrace } from './
 export { PageSource } from './source.js';
 export type { FromFdOptions } from './source.js';
 export type { DeviceContract, EsbDevice, IpiPages } from './device.js';
-export {
-  XiveKvmDevice,
-  probeXiveContract,
-  xiveGeometry,
-  xiveEsbFileOffset,
-  encodeSourceState,
-  formatPq,
-  KVM_DEV_XIVE,
-  KVM_XIVE_ESB_PAGE_OFFSET,
-  KVM_XIVE_TIMA_PAGE_OFFSET,
-  KVM_XIVE_LEVEL_ASSERTED,
-  KVM_XIVE_LEVEL_SENSITIVE,
-  XIVE_ESB,
-} from './devices/xive-kvm.js';
-export type { Pq, XiveKvmOptions, XiveSourceState } from './devices/xive-kvm.js';
-export { KvmSystem, KvmVm, KvmDevice, MemslotTable } from './kvm/index.js';
-export type { KvmSystemOptions, MemslotRequest, Memslot as KvmMemslot } from './kvm/index.js';
+export { XiveKvmDevice } from './devices/xive-kvm.js';
+export type { XiveKvmFromFdOptions, XiveKvmOptions } from './devices/xive-kvm.js';
+export { formatPq } from './kvm/xive.js';
+export type { Pq, XiveSourceState } from './kvm/xive.js';
 export { RemapError, NativeError, errnoName } from './errors.js';
 export type { RemapErrorCode } from './errors.js';
 export { esbGeometry, esbOffset, esbSpan, DEFAULT_ESB_SHIFT, ESB_SHIFTS, MAX_IRQS } from './geometry.js';

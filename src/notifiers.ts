@@ -31,6 +31,7 @@
  * releases its pins. `close()` delivers `destroy` to every notifier, then drops them and their pins,
  * and cuts every handle loose: a handle kept after close reaches nothing (seeds/000).
  */
+import { disposeSymbol } from './dispose.js';
 import { RemapError } from './errors.js';
 import type { Backing, Run } from './run-table.js';
 import type { EsbGeometry } from './geometry.js';
@@ -38,8 +39,7 @@ import type { PageSource } from './source.js';
 import { traceFailure } from './tracing.js';
 import { checkIrqRange, describeThrown, show } from './validate.js';
 
-/** `Symbol.dispose`; on Node 18, where it is undefined, the registered symbol `nodejs.dispose`. */
-export const disposeSymbol: typeof Symbol.dispose = (Symbol.dispose ?? Symbol.for('nodejs.dispose')) as typeof Symbol.dispose;
+export { disposeSymbol } from './dispose.js';
 
 /** The kinds of event a notifier can take. */
 export type NotifierEventKind = 'map' | 'unmap' | 'destroy';

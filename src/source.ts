@@ -25,6 +25,7 @@ import {
   type NativeLayer,
 } from './native/index.js';
 import { show } from './validate.js';
+import { disposeSymbol } from './dispose.js';
 
 const S_IFMT = 0o170000;
 const S_IFREG = 0o100000;
@@ -249,6 +250,11 @@ export class PageSource {
   /** The source's name for interrupt `i` of it (e.g. `pt1:5`), as backingOf reports it. */
   nameOf(i: number): string {
     return this.firstIndex === undefined ? `${this.name}+${this.#base + i}` : `${this.name}:${this.firstIndex + i}`;
+  }
+
+  /** Same as `close()`, for `using src = PageSource.fromFd(…)`. */
+  [disposeSymbol](): void {
+    this.close();
   }
 }
 

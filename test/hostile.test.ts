@@ -411,6 +411,24 @@ describe('the library under hostile use', () => {
     });
   });
 
+  describe('device and region cannot disagree on the native layer', () => {
+    it("opens the region through the device's native layer when none is given", () => {
+      const f = new FaultyNative();
+      const d = FakeXiveDevice.create({ nrIrqs: 16, native: f });
+      const e = EsbController.open(d);
+      try {
+        const s = pt.pages(1);
+        const rec = f.record(() => e.attach(3, s));
+        s.close();
+        expect(rec.calls.filter((c) => c.call === 'mmap')).to.have.length(1);
+        expectBackingMatchesMemory(e);
+      } finally {
+        e.close();
+        d.close();
+      }
+    });
+  });
+
   describe('a close whose munmap fails (item 11)', () => {
     it('keeps the mapping owned and its fds open, refuses everything else, and a second close finishes the job', () => {
       const f = new FaultyNative();

@@ -2,7 +2,7 @@
 // native layer's architecture, how failures are wrapped, close twice), then against /dev/kvm.
 import { expect } from 'chai';
 import { NativeError, RemapError, errnoOf, errnoValue } from '../src/errors.js';
-import { KVM_API_VERSION, KVM_CAP, KVM_DEV_TYPE, KvmSystem, kvmIoctls } from '../src/kvm/index.js';
+import { KVM_API_VERSION, KVM_CAP, KVM_DEV_TYPE, KvmSystem, kvmIoctls, teardown, unwind } from '../src/kvm/index.js';
 import { KVM_REG_PPC, KVM_REG_SIZE_U32 } from '../src/kvm/ppc.js';
 import { realNative, type NativeLayer } from '../src/native/index.js';
 import { kvmUnusable } from './kvm-fixtures.js';
@@ -194,5 +194,36 @@ describe(`KVM fd wrappers on /dev/kvm${unusable ? ` (skipped: ${unusable})` : ''
       vm.close();
       sys.close();
     }
+  });
+});
+
+describe('teardown and unwind: best-effort cleanup', () => {
+  const fail = (tag: string) => (): void => {
+    throw new Error(tag);
+  };
+  const cases: { name: string; steps: (string | null)[]; ran: string[]; throws?: string }[] = [
+    { name: 'runs every step in order', steps: ['a', 'b', 'c'], ran: ['a', 'b', 'c'] },
+    { name: 'goes on past a failure and throws it after the last step', steps: ['a', '!x', 'c'], ran: ['a', 'x', 'c'], throws: 'x' },
+    { name: 'throws the FIRST failure when several fail', steps: ['!x', 'b', '!y'], ran: ['x', 'b', 'y'], throws: 'x' },
+    { name: 'skips falsy entries', steps: ['a', null, 'c'], ran: ['a', 'c'] },
+    { name: 'does nothing for no steps', steps: [], ran: [] },
+  ];
+  for (const c of cases) {
+    it(`teardown ${c.name}`, () => {
+      const ran: string[] = [];
+      const steps = c.steps.map((s) => (s === null ? null : s.startsWith('!') ? () => (ran.push(s.slice(1)), fail(s.slice(1))()) : () => void ran.push(s)));
+      if (c.throws) expect(() => teardown(steps)).to.throw(Error, c.throws);
+      else teardown(steps);
+      expect(ran).to.deep.equal(c.ran);
+    });
+  }
+
+  it('unwind runs the steps last first, drops their failures, and leaves the array as it was', () => {
+    const ran: string[] = [];
+    const steps = [() => void ran.push('a'), fail('b'), () => void ran.push('c')];
+    unwind(steps);
+    expect(ran).to.deep.equal(['c', 'a']);
+    expect(steps).to.have.length(3);
+    expect(steps[1]).to.throw('b');
   });
 });

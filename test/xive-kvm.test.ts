@@ -4,23 +4,20 @@
 // script, memory real), and what open says on this host.
 import { expect } from 'chai';
 import { arch as osArch } from 'node:os';
+import { EsbController, NativeError, XiveKvmDevice, formatPq, type Pq } from 'xive-remap';
 import {
-  EsbController,
+  KVM_CAP,
   KVM_DEV_XIVE,
   KVM_XIVE_ESB_PAGE_OFFSET,
   KvmSystem,
-  NativeError,
   XIVE_ESB,
-  XiveKvmDevice,
   encodeSourceState,
-  formatPq,
+  kvmIoctls,
   probeXiveContract,
   xiveEsbFileOffset,
   xiveGeometry,
-  type Pq,
-} from 'xive-remap';
+} from 'xive-remap/kvm';
 import { errnoValue } from '../src/errors.js';
-import { KVM_CAP, kvmIoctls } from '../src/kvm/index.js';
 import {
   MAP_ANONYMOUS,
   MAP_FIXED,
@@ -39,6 +36,9 @@ const PAGE64K = 65536;
 const KVM_FD = 100;
 const VM_FD = 101;
 const DEV_FD = 102;
+/** Fds the canned process holds that are not the XIVE device: a memfd, the XICS-on-XIVE device. */
+const MEMFD_FD = 90;
+const XICS_ON_XIVE_FD = 91;
 
 interface MmapCall {
   addr: bigint;
@@ -74,6 +74,14 @@ interface Canned extends NativeLayer {
 function cannedPpc(opts: { noKvm?: boolean; xiveCap?: number; probe?: ProbeAnswer; createDevice?: string; load?: bigint } = {}): Canned {
   let nextDup = 103;
   const devFds = new Set([DEV_FD]);
+  // What /proc/self/fd says each open fd is; a dup inherits its original's name.
+  const names = new Map<number, string>([
+    [KVM_FD, '/dev/kvm'],
+    [VM_FD, 'anon_inode:kvm-vm'],
+    [DEV_FD, 'anon_inode:kvm-xive-native'],
+    [MEMFD_FD, '/memfd:not-a-device (deleted)'],
+    [XICS_ON_XIVE_FD, 'anon_inode:kvm-xive'],
+  ]);
   const realMaps = new Map<bigint, bigint>();
   const c: Canned = {
     ...realNative,
@@ -90,11 +98,19 @@ function cannedPpc(opts: { noKvm?: boolean; xiveCap?: number; probe?: ProbeAnswe
     },
     close(fd) {
       c.closed.push(fd);
+      if (fd > DEV_FD) names.delete(fd); // the canned kernel's own fds stay nameable after a test "closes" them
     },
     dupCloexec(fd) {
-      if (!devFds.has(fd)) throw new NativeError('fcntl', errnoValue('EBADF'));
-      devFds.add(nextDup);
+      const name = names.get(fd);
+      if (name === undefined) throw new NativeError('fcntl', errnoValue('EBADF'));
+      if (devFds.has(fd)) devFds.add(nextDup);
+      names.set(nextDup, name);
       return nextDup++;
+    },
+    fdPath(fd) {
+      const name = names.get(fd);
+      if (name === undefined) throw new NativeError('readlink', errnoValue('EBADF'));
+      return name;
     },
     ioctl(fd, request, arg) {
       const buf = arg instanceof Uint8Array ? Buffer.from(arg.buffer, arg.byteOffset, arg.byteLength) : undefined;
@@ -133,14 +149,16 @@ function cannedPpc(opts: { noKvm?: boolean; xiveCap?: number; probe?: ProbeAnswe
       if (fd === -1) return realNative.mmap(addr, length, prot, flags, fd, offset); // scratch pages
       c.mmaps.push(call);
       if (!devFds.has(fd)) throw new NativeError('mmap', errnoValue('EBADF'));
+      // Anonymous memory stands in for the device's pages; MAP_FIXED (an overlay) lands where asked.
       const real = (): bigint => {
-        const a = realNative.mmap(0n, length, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0n);
+        const a = realNative.mmap(flags & MAP_FIXED ? addr : 0n, length, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | (flags & MAP_FIXED), -1, 0n);
         realMaps.set(a, length);
         return a;
       };
       const pg = BigInt(PAGE64K);
       if (offset === 4n * pg) return real(); // the whole ESB range from interrupt 0: always fine
-      if (offset === 6n * pg) return answerProbe(opts.probe ?? 'EINVAL', call, real);
+      if (offset === 6n * pg && !(flags & MAP_FIXED)) return answerProbe(opts.probe ?? 'EINVAL', call, real);
+      if (opts.probe === 'ok' && offset > 4n * pg) return real(); // a per-irq-offsets kernel maps any interrupt
       throw new NativeError('mmap', errnoValue('EINVAL'));
     },
     munmap(addr, length) {
@@ -471,6 +489,122 @@ describe('XiveKvmDevice.pages: the device\'s own sources as a PageSource (canned
     const err = expectRemapError(() => dev.pages(1), 'E_KVM');
     expect(err.cause).to.be.instanceOf(NativeError);
     dev.close();
+  });
+});
+
+describe("XiveKvmDevice.fromFd: the VMM's own device (canned ppc64 KVM)", () => {
+  it('duplicates the fd, names it by /proc/self/fd, probes on the duplicate, sends no ioctl, touches no ESB page', () => {
+    const n = cannedPpc();
+    const dev = XiveKvmDevice.fromFd(DEV_FD, { nrIrqs: 16, native: n });
+    expect(dev.fd, 'the device works on its own duplicate').to.equal(103);
+    expect(n.ioctls, 'no ioctl: NR_SERVERS and the sources are the VMM\'s').to.deep.equal([]);
+    expect(n.mmaps).to.deep.equal([{ addr: 0n, length: 0x20000n, prot: PROT_READ | PROT_WRITE, flags: MAP_SHARED, fd: 103, offset: 0x60000n }]);
+    expect(n.esbTouches).to.equal(0);
+    expect(dev).to.include({ name: 'kvm-xive', nrIrqs: 16, contract: 'fixed-offset', mergeable: false, vm: undefined, native: n });
+    expect(dev.geometry.esbShift).to.equal(17);
+    dev.close();
+    dev.close();
+    expect(n.closed, "close() closes the duplicate only, never the caller's fd").to.deep.equal([103]);
+  });
+
+  const refusals: [string, number, RegExp][] = [
+    ['a memfd', MEMFD_FD, /fd 90 is \/memfd:not-a-device \(deleted\): a memfd; want a KVM XIVE native device fd/],
+    ['the XICS-on-XIVE device', XICS_ON_XIVE_FD, /anon_inode:kvm-xive: the XICS-on-XIVE device/],
+    ['a VM fd', VM_FD, /anon_inode:kvm-vm: a KVM VM fd/],
+    ['/dev/kvm', KVM_FD, /\/dev\/kvm: the \/dev\/kvm system fd/],
+    ['a closed fd', 77, /fd 77 cannot be duplicated \(EBADF/],
+    ['-1', -1, /-1 is not a file descriptor/],
+    ['1.5', 1.5, /1\.5 is not a file descriptor/],
+  ];
+  for (const [what, fd, message] of refusals) {
+    it(`refuses ${what} with E_DEVICE_UNAVAILABLE naming what it is, and closes its duplicate`, () => {
+      const n = cannedPpc();
+      const err = expectRemapError(() => XiveKvmDevice.fromFd(fd, { nrIrqs: 16, native: n }), 'E_DEVICE_UNAVAILABLE');
+      expect(err.message).to.match(message);
+      expect(err.message).to.match(/^XiveKvmDevice\.fromFd\(/);
+      expect(n.ioctls, 'no ioctl reached an fd of unknown kind').to.deep.equal([]);
+      expect(n.mmaps).to.deep.equal([]);
+      expect(n.closed, 'every duplicate made was closed').to.deep.equal(fd >= 0 && Number.isInteger(fd) && fd !== 77 ? [103] : []);
+    });
+  }
+
+  it('refuses when the native layer cannot name fds (no fdPath), closing its duplicate', () => {
+    const n = cannedPpc();
+    const { fdPath: _unused, ...without } = n;
+    void _unused;
+    const err = expectRemapError(() => XiveKvmDevice.fromFd(DEV_FD, { nrIrqs: 4, native: without }), 'E_DEVICE_UNAVAILABLE');
+    expect(err.message).to.match(/cannot tell what fd 102 is .*want a KVM XIVE native device fd/);
+    expect(n.closed).to.deep.equal([103]);
+  });
+
+  it('refuses a bad nrIrqs or configured source before any system call', () => {
+    const n = cannedPpc();
+    expectRemapError(() => XiveKvmDevice.fromFd(DEV_FD, { nrIrqs: 0, native: n }), 'E_IRQ_RANGE');
+    expectRemapError(() => XiveKvmDevice.fromFd(DEV_FD, { nrIrqs: (1 << 20) + 1, native: n }), 'E_IRQ_RANGE');
+    expectRemapError(() => XiveKvmDevice.fromFd(DEV_FD, { nrIrqs: 4, configured: [4], native: n }), 'E_IRQ_RANGE');
+    expect(n.closed).to.deep.equal([]);
+  });
+
+  it('closes its duplicate when the probe is inconclusive', () => {
+    const n = cannedPpc({ probe: 'EACCES' });
+    expectRemapError(() => XiveKvmDevice.fromFd(DEV_FD, { nrIrqs: 4, native: n }), 'E_DEVICE_UNAVAILABLE');
+    expect(n.closed).to.deep.equal([103]);
+  });
+
+  it('works like a device from open: sources, ESB loads, pages(), the VMM\'s configured sources, vm', () => {
+    const n = cannedPpc({ load: 0x3n });
+    const sys = KvmSystem.open({ native: n });
+    const vm = sys.createVm();
+    sys.close();
+    const dev = XiveKvmDevice.fromFd(DEV_FD, { nrIrqs: 8, vm, configured: [1, 2], native: n });
+    expect(dev.vm).to.equal(vm);
+    expect([dev.isConfigured(1), dev.isConfigured(2), dev.isConfigured(3)]).to.deep.equal([true, true, false]);
+    expect(dev.esbGet(0x7f0000000000n, 2), 'a source the VMM configured may be loaded from').to.equal(3);
+    expectRemapError(() => dev.esbGet(0x7f0000000000n, 3), 'E_IRQ_RANGE');
+    dev.setSourceState(3, { levelSensitive: true });
+    expect(n.ioctls.at(-1)).to.deep.include({ fd: dev.fd, group: KVM_DEV_XIVE.GRP_SOURCE, attr: 3n, value: 1n });
+    expect(dev.esbGet(0x7f0000000000n, 3)).to.equal(3);
+    const src = dev.pages(1, 3);
+    expect(src.offset).to.equal((4n + 2n) * 0x10000n);
+    src.close();
+    dev.close();
+    expect(vm.closed, "the VMM's VM stays open").to.equal(false);
+    expect(n.closed).to.not.include(DEV_FD);
+    vm.close();
+  });
+
+  for (const [probe, mode] of [['EINVAL', 'kernel-managed'], ['ok', 'overlay']] as const) {
+    it(`drives the controller in mode 'auto' (${mode}), 'kernel-managed'${probe === 'ok' ? " and 'overlay'" : ''}: attach, attachRange, detach`, () => {
+      const n = cannedPpc({ probe });
+      const dev = XiveKvmDevice.fromFd(DEV_FD, { nrIrqs: 16, configured: [8, 9, 10, 11], native: n });
+      const modes = probe === 'ok' ? (['auto', 'kernel-managed', 'overlay'] as const) : (['auto', 'kernel-managed'] as const);
+      for (const m of modes) {
+        const esb = EsbController.open(dev, { mode: m, native: n });
+        expect(esb.mode).to.equal(m === 'auto' ? mode : m);
+        const before = n.mmaps.length;
+        esb.attach(3, dev.pages(8));
+        esb.attachRange(4, 2, dev.pages(9, 2));
+        expect(esb.backingOf(3)).to.deep.include({ kind: 'passthrough', source: 'kvm-xive:8' });
+        expect(esb.backingOf(5)).to.deep.include({ kind: 'passthrough', source: 'kvm-xive:10' });
+        expect(esb.detach(3)).to.equal(true);
+        expect(esb.detachRange(0, 16)).to.equal(2);
+        const overlays = n.mmaps.slice(before).filter((c) => c.flags & MAP_FIXED);
+        expect(overlays.length, `MAP_FIXED calls in mode ${esb.mode}`).to.equal(esb.mode === 'overlay' ? 4 : 0);
+        esb.close();
+      }
+      if (probe === 'EINVAL') expectRemapError(() => EsbController.open(dev, { mode: 'overlay', native: n }), 'E_DEVICE_CONTRACT');
+      dev.close();
+      expect(n.closed).to.not.include(DEV_FD);
+    });
+  }
+
+  it('disposes with `using`', () => {
+    const n = cannedPpc();
+    {
+      using dev = XiveKvmDevice.fromFd(DEV_FD, { nrIrqs: 4, native: n });
+      expect(dev.closed).to.equal(false);
+    }
+    expect(n.closed).to.deep.equal([103]);
   });
 });
 

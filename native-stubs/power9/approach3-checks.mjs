@@ -27,7 +27,8 @@ import { check, need, hex, finish } from './check-harness.mjs';
 
 const lib = await import('xive-remap');
 const stubs = await import('xive-remap/native-stubs');
-const { EsbController, KvmSystem, XiveKvmDevice, RemapError, formatPq } = lib;
+const { EsbController, XiveKvmDevice, RemapError, formatPq } = lib;
+const { KvmSystem } = await import('xive-remap/kvm');
 
 /** VMAs of this process overlapping [start, end), from /proc/self/maps read here (not by the library). */
 function vmasIn(start, end) {

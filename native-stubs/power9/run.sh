@@ -292,8 +292,8 @@ fi
 # The checks each boot runs, in order, one Node process each (a crash in one cannot hide another's
 # results); each prints its own closing "<name>: N passed, N failed" line, and verdict() wants one
 # per script. approach3-checks.mjs needs a kernel/ patched kvm.ko, so only the patched boot runs it.
-STOCK_CHECKS=(guest-checks.mjs ppc-guest-checks.mjs xive-selftest)
-PATCHED_CHECKS=(guest-checks.mjs ppc-guest-checks.mjs approach3-checks.mjs xive-selftest)
+STOCK_CHECKS=(guest-checks.mjs ppc-guest-checks.mjs vmm-hotplug-checks.mjs xive-selftest)
+PATCHED_CHECKS=(guest-checks.mjs ppc-guest-checks.mjs approach3-checks.mjs vmm-hotplug-checks.mjs xive-selftest)
 # After every script of the list, in both boots: the selftest's crash case (see selftest_verdict).
 CRASH_CHECK=xive-selftest-crash
 if [ -n "${XIVE_POWER9_CHECKS:-}" ]; then

@@ -7,15 +7,16 @@
  * type 9 → KVM_DEV_XIVE_NR_SERVERS (when asked) → probe the device contract → the device. The
  * controller then maps the ESB range once, from its own duplicate of the device fd (`openIpiPages`).
  *
- * The device fd, in host pages (`asm/kvm.h`): the TIMA at page offset 0 (4 pages), the ESB pages from
- * page offset 4, two pages per interrupt (trigger, then management). So esbShift = log2(2 × page
- * size): 17 on 64 KiB pages, 13 on 4 KiB pages.
+ * A VMM that created the device itself (QEMU's `kvmppc_xive_connect` does, on its own VM) hands it
+ * in with `XiveKvmDevice.fromFd(deviceFd, { nrIrqs })`: duplicate the fd (the VMM keeps and closes
+ * its own) → check the duplicate is a XIVE native device by the name the kernel gave it
+ * (`anon_inode:kvm-xive-native`, read from /proc/self/fd; no ioctl reaches an fd before we know
+ * what it is, and the XICS-on-XIVE device `kvm-xive` has overlapping attribute groups, so no
+ * KVM_HAS_DEVICE_ATTR answer could tell the two apart) → probe the contract → the device. From
+ * there it is the same object as one `open` made.
  *
- * The contract probe (ARCHITECTURE §2) maps interrupt 1's two pages at their own offset at a fresh
- * address (no MAP_FIXED) and unmaps them at once. mmap faults nothing in, so no ESB page is loaded
- * from or stored to. EINVAL is the upstream handler, which accepts only page offsets 0 and 4:
- * 'fixed-offset'. Success: 'per-irq-offsets'. Any other errno says nothing about the contract, so
- * it is reported (E_DEVICE_UNAVAILABLE), never guessed.
+ * The device's uapi (attribute groups, ESB load offsets, the fd's layout: two host pages per
+ * interrupt from page offset 4) and the contract probe live in `src/kvm/xive.ts`.
  *
  * ESB loads have side effects, and a load from a source the kernel does not know kills the process
  * (xive_native_esb_fault answers VM_FAULT_SIGBUS). So the loads offered here (`esbGet`,
@@ -23,138 +24,29 @@
  * configured with `setSourceState`, and each is a single 8-byte big-endian load, as the hardware
  * (and QEMU's model of it) requires.
  */
-import { RemapError, errnoName, errnoOf, errnoValue } from '../errors.js';
+import { RemapError } from '../errors.js';
 import type { DeviceContract, EsbDevice, IpiPages } from '../device.js';
-import { MAX_IRQS, esbGeometry, type EsbGeometry } from '../geometry.js';
-import { KVM_CAP, KVM_DEV_TYPE, KvmSystem, UserMemory, isKvmArch, kvmError, unwind, type KvmDevice, type KvmVm } from '../kvm/index.js';
-import { HOST_LITTLE_ENDIAN } from '../kvm/structs.js';
-import { MAP_SHARED, PROT_READ, PROT_WRITE, realNative, type NativeLayer } from '../native/index.js';
+import { MAX_IRQS, type EsbGeometry } from '../geometry.js';
+import { disposeSymbol } from '../dispose.js';
+import { KvmDevice } from '../kvm/device.js';
+import { adoptKvmFd, kvmError, teardown, unwind } from '../kvm/fd.js';
+import { KVM_CAP, KVM_DEV_TYPE, isKvmArch } from '../kvm/ioctls.js';
+import { KvmSystem } from '../kvm/system.js';
+import type { KvmVm } from '../kvm/vm.js';
+import {
+  KVM_DEV_XIVE,
+  KVM_XIVE_NATIVE_FD_NAME,
+  XIVE_ESB,
+  encodeSourceState,
+  probeXiveContract,
+  xiveEsbFileOffset,
+  xiveGeometry,
+  type Pq,
+  type XiveSourceState,
+} from '../kvm/xive.js';
+import { realNative, type NativeLayer } from '../native/index.js';
 import { PageSource, SharedFd } from '../source.js';
 import { checkIrq, checkIrqRange, show } from '../validate.js';
-
-const EINVAL = errnoValue('EINVAL');
-
-/** Page offset of the thread interrupt management area (TIMA) in the device fd (`KVM_XIVE_TIMA_PAGE_OFFSET`). */
-export const KVM_XIVE_TIMA_PAGE_OFFSET = 0;
-/** Page offset of interrupt 0's ESB pages in the device fd (`KVM_XIVE_ESB_PAGE_OFFSET`). */
-export const KVM_XIVE_ESB_PAGE_OFFSET = 4;
-
-/** Device attribute groups and attributes of the XIVE device (`arch/powerpc/include/uapi/asm/kvm.h`). */
-export const KVM_DEV_XIVE = Object.freeze({
-  /** Group: device control. */
-  GRP_CTRL: 1,
-  /** GRP_CTRL attribute: reset the device (no value). */
-  RESET: 1,
-  /** GRP_CTRL attribute: sync all event queues (no value). */
-  EQ_SYNC: 2,
-  /** GRP_CTRL attribute: number of vCPU servers (a u32 value; Linux ≥ 5.5; before any vCPU connects). */
-  NR_SERVERS: 3,
-  /** Group: create/restore a source; attr = interrupt number, value = u64 (LSI bits). */
-  GRP_SOURCE: 2,
-  /** Group: a source's target (priority, server, masked, EISN); attr = interrupt number. */
-  GRP_SOURCE_CONFIG: 3,
-  /** Group: an event queue's configuration; attr = EQ identifier. */
-  GRP_EQ_CONFIG: 4,
-  /** Group: sync a source; attr = interrupt number. */
-  GRP_SOURCE_SYNC: 5,
-});
-
-/** KVM_DEV_XIVE_GRP_SOURCE value bit: the source is level-sensitive (an LSI). */
-export const KVM_XIVE_LEVEL_SENSITIVE = 1n;
-/** KVM_DEV_XIVE_GRP_SOURCE value bit: the LSI is asserted (only with KVM_XIVE_LEVEL_SENSITIVE). */
-export const KVM_XIVE_LEVEL_ASSERTED = 2n;
-
-/**
- * Offsets of the ESB loads on an interrupt's management page (`asm/xive-regs.h`). Every one of them
- * returns the PQ bits in the low byte; the SET_PQ loads return the old bits and set new ones.
- */
-export const XIVE_ESB = Object.freeze({
-  /** Read PQ, no side effect. */
-  GET: 0x800,
-  /** Set PQ to 00 (enabled, nothing pending). */
-  SET_PQ_00: 0xc00,
-  /** Set PQ to 01 (masked: off). */
-  SET_PQ_01: 0xd00,
-  /** Set PQ to 10 (pending). */
-  SET_PQ_10: 0xe00,
-  /** Set PQ to 11 (pending, and another event queued). */
-  SET_PQ_11: 0xf00,
-});
-
-/** An ESB's PQ bits as ESB loads return them: P is bit 1, Q bit 0 (`XIVE_ESB_VAL_P`, `XIVE_ESB_VAL_Q`). */
-export type Pq = 0 | 1 | 2 | 3;
-
-/** `'00'`, `'01'`, `'10'` or `'11'`: PQ bits as the XIVE documents write them. */
-export function formatPq(pq: Pq): string {
-  return pq.toString(2).padStart(2, '0');
-}
-
-/** What `setSourceState` tells the kernel about a source (the KVM_DEV_XIVE_GRP_SOURCE value). */
-export interface XiveSourceState {
-  /** A level-sensitive interrupt (LSI); default false (an MSI). */
-  readonly levelSensitive?: boolean;
-  /** The LSI's line is asserted (needs `levelSensitive`). */
-  readonly asserted?: boolean;
-}
-
-/**
- * The u64 value of KVM_DEV_XIVE_GRP_SOURCE for a source state.
- * @throws RemapError E_SOURCE if `asserted` is set without `levelSensitive` (the kernel would ignore it)
- */
-export function encodeSourceState(state: XiveSourceState = {}): bigint {
-  if (state.asserted && !state.levelSensitive) {
-    throw new RemapError('E_SOURCE', 'XIVE source state: asserted only applies to a level-sensitive source');
-  }
-  return (state.levelSensitive ? KVM_XIVE_LEVEL_SENSITIVE : 0n) | (state.asserted ? KVM_XIVE_LEVEL_ASSERTED : 0n);
-}
-
-/**
- * The geometry of the KVM XIVE device on a host page size: two host pages per interrupt.
- * @throws RemapError E_GEOMETRY unless the page size is 4 KiB or 64 KiB
- */
-export function xiveGeometry(hostPageSize: number | bigint): EsbGeometry {
-  const page = BigInt(hostPageSize);
-  const shift = page === 4096n ? 13 : page === 65536n ? 17 : undefined;
-  if (shift === undefined) throw new RemapError('E_GEOMETRY', `KVM XIVE: no ESB layout for ${page}-byte host pages (4 KiB or 64 KiB)`);
-  return esbGeometry(shift, page);
-}
-
-/** File offset, in the device fd, of interrupt `irq`'s first ESB page (trigger page). */
-export function xiveEsbFileOffset(g: EsbGeometry, irq: number): bigint {
-  return BigInt(KVM_XIVE_ESB_PAGE_OFFSET) * g.hostPageSize + BigInt(irq) * g.bytesPerIrq;
-}
-
-/**
- * Find out what a XIVE device fd's mmap handler guarantees, without touching an ESB page: map
- * interrupt 1's pages at their own offset at a fresh address (no MAP_FIXED), unmap at once.
- * EINVAL → 'fixed-offset' (upstream: only page offsets 0 and 4 are accepted); success → 'per-irq-offsets'.
- * @throws RemapError E_DEVICE_UNAVAILABLE if the trial mmap fails with another errno (it says
- *   nothing about the contract) or the trial mapping cannot be unmapped
- */
-export function probeXiveContract(native: NativeLayer, fd: number, g: EsbGeometry): DeviceContract {
-  const offset = xiveEsbFileOffset(g, 1);
-  const what = `the trial mmap of interrupt 1's ESB pages (fd ${fd}, offset 0x${offset.toString(16)}, 0x${g.bytesPerIrq.toString(16)} bytes)`;
-  let addr: bigint;
-  try {
-    // Safe: a fresh address (no MAP_FIXED), and mmap of a VM_PFNMAP device inserts no page: the
-    // fault handler would, on a first access, and there is none.
-    addr = native.mmap(0n, g.bytesPerIrq, PROT_READ | PROT_WRITE, MAP_SHARED, fd, offset);
-  } catch (e) {
-    if (errnoOf(e) === EINVAL) return 'fixed-offset';
-    const errno = errnoOf(e);
-    throw new RemapError(
-      'E_DEVICE_UNAVAILABLE',
-      `probing the XIVE device contract: ${what} failed with ${errno === undefined ? String(e) : errnoName(errno)}; only EINVAL (fixed-offset) or success (per-irq-offsets) tell the contract, so it is unknown`,
-      { cause: e },
-    );
-  }
-  try {
-    native.munmap(addr, g.bytesPerIrq);
-  } catch (e) {
-    throw new RemapError('E_DEVICE_UNAVAILABLE', `probing the XIVE device contract: unmapping ${what} at 0x${addr.toString(16)} failed`, { cause: e });
-  }
-  return 'per-irq-offsets';
-}
 
 /** Options of `XiveKvmDevice.open`. */
 export interface XiveKvmOptions {
@@ -164,6 +56,22 @@ export interface XiveKvmOptions {
   readonly nrServers?: number;
   /** The VM to create the device on (not closed by the device); default: a new VM of its own. */
   readonly vm?: KvmVm;
+  /** Native layer (tests). */
+  readonly native?: NativeLayer;
+}
+
+/** Options of `XiveKvmDevice.fromFd`. */
+export interface XiveKvmFromFdOptions {
+  /** Number of guest interrupts the region will cover (1 .. 1Mi): the VMM's, the device does not say. */
+  readonly nrIrqs: number;
+  /** The VMM's VM the device belongs to (e.g. `KvmVm.fromFd(vmFd)`), exposed as `vm`; not closed by the device. */
+  readonly vm?: KvmVm;
+  /**
+   * Sources the VMM already created with KVM_DEV_XIVE_GRP_SOURCE, so `esbGet`, `esbSetPq` and
+   * `pages` may load from them. The kernel cannot be asked (the group has no get), and a load from
+   * a source it does not know is a SIGBUS: list only sources the VMM really configured.
+   */
+  readonly configured?: Iterable<number>;
   /** Native layer (tests). */
   readonly native?: NativeLayer;
 }
@@ -180,23 +88,62 @@ export class XiveKvmDevice implements EsbDevice {
   readonly geometry: EsbGeometry;
   /** What the probe at open found (see `probeXiveContract`). */
   readonly contract: DeviceContract;
-  /** The VM the device belongs to. */
-  readonly vm: KvmVm;
+  /** The VM the device belongs to (from `fromFd`: the `vm` option, if given). */
+  readonly vm: KvmVm | undefined;
+  /**
+   * The native layer every call of this device goes through. A controller opened on the device
+   * must map through the same one (its `native` option defaults to this).
+   */
+  readonly native: NativeLayer;
 
   readonly #device: KvmDevice;
   readonly #ownsVm: boolean;
-  readonly #native: NativeLayer;
   readonly #configured = new Set<number>();
   #closed = false;
 
-  private constructor(device: KvmDevice, vm: KvmVm, ownsVm: boolean, nrIrqs: number, g: EsbGeometry, contract: DeviceContract, native: NativeLayer) {
+  private constructor(device: KvmDevice, vm: KvmVm | undefined, ownsVm: boolean, nrIrqs: number, g: EsbGeometry, contract: DeviceContract, native: NativeLayer) {
     this.#device = device;
     this.vm = vm;
     this.#ownsVm = ownsVm;
     this.nrIrqs = nrIrqs;
     this.geometry = g;
     this.contract = contract;
-    this.#native = native;
+    this.native = native;
+  }
+
+  /**
+   * The XIVE device a VMM created itself (KVM_CREATE_DEVICE type KVM_DEV_TYPE_XIVE on its own
+   * VM), working on a duplicate of `deviceFd`: the caller keeps its fd and closes it itself, and
+   * `close()` closes only the duplicate. Checks that the fd is a XIVE native device (by the name
+   * the kernel gave it, `anon_inode:kvm-xive-native`) and probes the contract on it without
+   * loading from an ESB page, as `open` does. The VMM is expected to have set NR_SERVERS itself.
+   * @throws RemapError E_IRQ_RANGE for a bad nrIrqs or configured source (before any system call);
+   *   E_DEVICE_UNAVAILABLE if the fd is not open, is not a KVM XIVE native device (naming what it
+   *   is), or the contract probe is inconclusive; E_GEOMETRY on a page size without a XIVE layout
+   */
+  static fromFd(deviceFd: number, options: XiveKvmFromFdOptions): XiveKvmDevice {
+    const op = `XiveKvmDevice.fromFd(${String(deviceFd)})`;
+    const native = options?.native ?? realNative;
+    checkIrqRange(op, 0, options?.nrIrqs, MAX_IRQS, 'interrupt');
+    const configured = [...(options.configured ?? [])].map((irq) => checkIrq(`${op}: configured source`, irq, options.nrIrqs));
+    const g = xiveGeometry(native.pageSize);
+    const fd = adoptKvmFd(native, deviceFd, op, KVM_XIVE_NATIVE_FD_NAME, 'a KVM XIVE native device fd (KVM_CREATE_DEVICE type KVM_DEV_TYPE_XIVE)');
+    let device: KvmDevice;
+    try {
+      device = new KvmDevice(native, fd, KVM_DEV_TYPE.XIVE);
+    } catch (e) {
+      native.close(fd);
+      throw e;
+    }
+    try {
+      const contract = probeXiveContract(native, fd, g);
+      const dev = new XiveKvmDevice(device, options.vm, false, options.nrIrqs, g, contract, native);
+      for (const irq of configured) dev.#configured.add(irq);
+      return dev;
+    } catch (e) {
+      unwind([() => device.close()]);
+      throw e;
+    }
   }
 
   /**
@@ -226,7 +173,7 @@ export class XiveKvmDevice implements EsbDevice {
       const owned = theVm as KvmVm;
       const device = owned.createDevice(KVM_DEV_TYPE.XIVE);
       cleanup.push(() => device.close());
-      if (nrServers !== undefined) setU32Attr(native, device, KVM_DEV_XIVE.GRP_CTRL, KVM_DEV_XIVE.NR_SERVERS, nrServers, `KVM_DEV_XIVE_NR_SERVERS ${nrServers}`);
+      if (nrServers !== undefined) device.setAttrU32(KVM_DEV_XIVE.GRP_CTRL, KVM_DEV_XIVE.NR_SERVERS, nrServers);
       const g = xiveGeometry(native.pageSize);
       const contract = probeXiveContract(native, device.fd, g);
       return new XiveKvmDevice(device, owned, system !== null, options.nrIrqs, g, contract, native);
@@ -258,7 +205,7 @@ export class XiveKvmDevice implements EsbDevice {
    */
   openIpiPages(): IpiPages {
     this.#checkOpen('openIpiPages');
-    const native = this.#native;
+    const native = this.native;
     const g = this.geometry;
     let fd: number;
     try {
@@ -307,12 +254,12 @@ export class XiveKvmDevice implements EsbDevice {
     }
     let fd: number;
     try {
-      fd = this.#native.dupCloexec(this.#device.fd);
+      fd = this.native.dupCloexec(this.#device.fd);
     } catch (e) {
       throw kvmError(`${op}: duplicating the XIVE ${this.#device.describe()}`, e);
     }
     const g = this.geometry;
-    return new PageSource(new SharedFd(this.#native, fd), xiveEsbFileOffset(g, irq), count, xiveEsbFileOffset(g, this.nrIrqs), 'kvm-xive', g, irq);
+    return new PageSource(new SharedFd(this.native, fd), xiveEsbFileOffset(g, irq), count, xiveEsbFileOffset(g, this.nrIrqs), 'kvm-xive', g, irq);
   }
 
   /**
@@ -366,35 +313,28 @@ export class XiveKvmDevice implements EsbDevice {
     if (typeof base !== 'bigint' || base <= 0n || base % this.geometry.hostPageSize !== 0n) {
       throw new RemapError('E_GEOMETRY', `${op}: base ${show(base)} is not the page-aligned address of a mapping of this device's ESB range`);
     }
-    const load = this.#native.loadBe64;
+    const load = this.native.loadBe64;
     if (!load) throw new RemapError('E_DEVICE_UNAVAILABLE', `${op}: the native layer offers no single 8-byte load (loadBe64)`);
     const addr = base + BigInt(irq) * this.geometry.bytesPerIrq + this.geometry.esbPageSize + BigInt(offset);
-    return Number(load.call(this.#native, addr) & 3n) as Pq;
+    return Number(load.call(this.native, addr) & 3n) as Pq;
   }
 
   /**
    * Close the device fd, and the VM if the device created it. Regions opened on the device keep
-   * their own duplicate, so the pages stay until they close. Safe to repeat.
+   * their own duplicate, so the pages stay until they close. A device from `fromFd` closes only its
+   * duplicate: the caller's fd and VM stay open. Safe to repeat.
    * @throws RemapError E_KVM with the first teardown failure, after everything was released
    */
   close(): void {
     if (this.#closed) return;
     this.#closed = true;
     this.#configured.clear();
-    let first: unknown;
-    try {
-      this.#device.close();
-    } catch (e) {
-      first = e;
-    }
-    if (this.#ownsVm) {
-      try {
-        this.vm.close();
-      } catch (e) {
-        first ??= e;
-      }
-    }
-    if (first !== undefined) throw first;
+    teardown([() => this.#device.close(), this.#ownsVm && (() => this.vm?.close())]);
+  }
+
+  /** Same as `close()`, for `using dev = XiveKvmDevice.fromFd(…)`. */
+  [disposeSymbol](): void {
+    this.close();
   }
 
   #checkOpen(op: string): void {
@@ -437,18 +377,4 @@ function checkHost(op: string, native: NativeLayer, vm: KvmVm | undefined): { sy
     throw new RemapError('E_DEVICE_UNAVAILABLE', `${op}: no KVM XIVE device on this host: missing ${missing.join('; ')}`);
   }
   return { system, vm };
-}
-
-/** KVM_SET_DEVICE_ATTR with a u32 value (host byte order) in a scratch page of our own. */
-function setU32Attr(native: NativeLayer, device: KvmDevice, group: number, attr: number, value: number, what: string): void {
-  const page = UserMemory.map(native, 8n, `the value of ${what}`);
-  try {
-    const b = Buffer.alloc(4);
-    if (HOST_LITTLE_ENDIAN) b.writeUInt32LE(value);
-    else b.writeUInt32BE(value);
-    page.write(0n, b);
-    device.setAttr(group, attr, page.addr);
-  } finally {
-    page.close();
-  }
 }

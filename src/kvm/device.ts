@@ -7,7 +7,7 @@
 import { errnoOf, errnoValue } from '../errors.js';
 import type { NativeLayer } from '../native/index.js';
 import { KvmFd, hex } from './fd.js';
-import { packDeviceAttr } from './structs.js';
+import { HOST_LITTLE_ENDIAN, packDeviceAttr } from './structs.js';
 import { UserMemory } from './user-memory.js';
 
 const ENXIO = errnoValue('ENXIO');
@@ -69,6 +69,20 @@ export class KvmDevice extends KvmFd {
   setAttrU64(group: number, attr: bigint | number, value: bigint): void {
     const page = this.#page();
     page.writeU64(0n, value);
+    this.setAttr(group, attr, page.addr);
+  }
+
+  /**
+   * Set an attribute whose value is one u32 in host byte order (e.g. the XIVE device's NR_SERVERS).
+   * @throws RangeError unless 0 ≤ value < 2^32; RemapError E_KVM if the kernel refuses it
+   */
+  setAttrU32(group: number, attr: bigint | number, value: number): void {
+    if (!Number.isInteger(value) || value < 0 || value > 0xffffffff) throw new RangeError(`a u32 attribute value must be an integer in 0..2^32-1, got ${value}`);
+    const page = this.#page();
+    const b = Buffer.alloc(4);
+    if (HOST_LITTLE_ENDIAN) b.writeUInt32LE(value);
+    else b.writeUInt32BE(value);
+    page.write(0n, b);
     this.setAttr(group, attr, page.addr);
   }
 

@@ -20,17 +20,90 @@ export function kvmError(doing: string, cause: unknown, hint = ''): RemapError {
 }
 
 /**
- * Undo what a failed constructor built, last step first, best effort: a step that throws is
- * skipped, because the error that made us undo is the one to report.
+ * Best-effort teardown, the one helper every `close()` and every undo of a half-built object uses
+ * (Cloud Hypervisor's `unmap_mmio_regions` style): run every step in order, go on past a step
+ * that throws, and throw the FIRST failure once all have run, so one stuck fd never leaks the
+ * rest. A falsy entry is skipped, so optional steps can be written inline (`stats && (() => …)`).
+ * @throws the first error a step threw, after every step ran
  */
-export function unwind(steps: (() => void)[]): void {
-  for (const step of steps.reverse()) {
+export function teardown(steps: Iterable<(() => void) | false | null | undefined>): void {
+  let failed = false;
+  let first: unknown;
+  for (const step of steps) {
+    if (!step) continue;
     try {
       step();
-    } catch {
-      // best effort: the first error is the one to report
+    } catch (e) {
+      if (!failed) first = e;
+      failed = true;
     }
   }
+  if (failed) throw first;
+}
+
+/**
+ * Undo what a failed constructor built, last step first, best effort (`teardown` in reverse):
+ * every step runs, and their failures are dropped, because the error that made us undo is the
+ * one to report. Does not modify `steps`.
+ */
+export function unwind(steps: readonly (() => void)[]): void {
+  try {
+    teardown([...steps].reverse());
+  } catch {
+    // best effort: the caller's error is the one to report
+  }
+}
+
+/** What the kernel's name for an fd (readlink of /proc/self/fd/N) says it is, for messages. */
+export function describeFdLink(link: string): string {
+  const known: [RegExp, string][] = [
+    [/^anon_inode:kvm-vm$/, 'a KVM VM fd'],
+    [/^anon_inode:kvm-vcpu:\d+$/, 'a KVM vCPU fd'],
+    [/^\/dev\/kvm$/, 'the /dev/kvm system fd (KVM_CREATE_VM makes a VM fd from it)'],
+    [/^anon_inode:kvm-xive-native$/, 'a KVM XIVE native device fd (KVM_DEV_TYPE_XIVE)'],
+    [/^anon_inode:kvm-xive$/, 'the XICS-on-XIVE device (KVM_DEV_TYPE_XICS on a XIVE host), not the XIVE native device'],
+    [/^anon_inode:kvm-xics$/, 'the KVM XICS device, not the XIVE native device'],
+    [/^anon_inode:kvm-vfio$/, 'the KVM VFIO pseudo-device'],
+    [/^anon_inode:/, 'an anonymous-inode fd'],
+    [/^\/memfd:/, 'a memfd'],
+  ];
+  const kind = known.find(([re]) => re.test(link))?.[1];
+  return kind ? `${link}: ${kind}` : link;
+}
+
+/**
+ * Take a caller's fd of one kind: duplicate it (F_DUPFD_CLOEXEC: the caller keeps and closes its own
+ * fd, the library closes only the duplicate), then check the DUPLICATE's kernel name
+ * (/proc/self/fd/N) against `want`. Checking the duplicate, not the caller's number, means the
+ * answer is about the file the library will use even if the caller closes or reuses its number.
+ * The name is read, never an ioctl sent: an ioctl number means different things to different
+ * drivers, so a KVM request must not reach an fd before we know it is KVM's.
+ * @throws RemapError E_DEVICE_UNAVAILABLE if `fd` is not an open fd, or is another kind of file
+ *   (the message names what it is), with the errno error as cause where there is one
+ */
+export function adoptKvmFd(native: NativeLayer, fd: number, op: string, want: string, what: string): number {
+  if (!Number.isInteger(fd) || fd < 0 || fd > 0x7fffffff) {
+    throw new RemapError('E_DEVICE_UNAVAILABLE', `${op}: ${String(fd)} is not a file descriptor (want ${what})`);
+  }
+  let dup: number;
+  try {
+    dup = native.dupCloexec(fd);
+  } catch (e) {
+    throw new RemapError('E_DEVICE_UNAVAILABLE', `${op}: fd ${fd} cannot be duplicated${e instanceof NativeError ? ` (${e.code}: not an open fd?)` : ''}; want ${what}`, { cause: e });
+  }
+  let link: string;
+  try {
+    if (!native.fdPath) throw new Error('the native layer offers no fdPath (readlink of /proc/self/fd)');
+    link = native.fdPath(dup);
+  } catch (e) {
+    native.close(dup);
+    throw new RemapError('E_DEVICE_UNAVAILABLE', `${op}: cannot tell what fd ${fd} is (readlink /proc/self/fd/${dup}${e instanceof NativeError ? `: ${e.code}` : ''}; is /proc mounted?); want ${what}`, { cause: e });
+  }
+  if (link !== want) {
+    native.close(dup);
+    throw new RemapError('E_DEVICE_UNAVAILABLE', `${op}: fd ${fd} is ${describeFdLink(link)}; want ${what} (${want})`);
+  }
+  return dup;
 }
 
 /** `0x…` for a bigint or number. */
@@ -96,18 +169,16 @@ export abstract class KvmFd {
     if (this.#fd < 0) return;
     const fd = this.#fd;
     const what = this.describe();
-    let first: unknown;
     try {
-      this.releaseResources();
+      teardown([
+        () => this.releaseResources(),
+        () => {
+          this.#fd = -1;
+          this.native.close(fd);
+        },
+      ]);
     } catch (e) {
-      first = e;
+      throw kvmError(`closing ${what}`, e);
     }
-    this.#fd = -1;
-    try {
-      this.native.close(fd);
-    } catch (e) {
-      first ??= kvmError(`closing ${what}`, e);
-    }
-    if (first !== undefined) throw kvmError(`closing ${what}`, first);
   }
 }

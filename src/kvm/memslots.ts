@@ -76,8 +76,11 @@ export interface MemslotRequest {
   readonly flags?: number;
 }
 
-/** A registered memslot. */
-export interface Memslot {
+/**
+ * A memslot registered through a `MemslotTable` (slot id, guest and host ranges). Not to be
+ * confused with `EsbController.memslot`, the host range a region offers for registration.
+ */
+export interface KvmMemslot {
   /** The slot id the kernel knows it by. */
   readonly slot: number;
   /** First guest-physical byte. */
@@ -94,7 +97,7 @@ export interface Memslot {
 export class MemslotTable {
   readonly #vm: KvmVm;
   readonly #ids: SlotIdAllocator;
-  readonly #slots = new Map<number, Memslot>();
+  readonly #slots = new Map<number, KvmMemslot>();
   readonly #updates = new Map<number, number>();
 
   private constructor(vm: KvmVm, limit: number) {
@@ -121,12 +124,12 @@ export class MemslotTable {
   }
 
   /** The registered slots, by id. */
-  get slots(): readonly Memslot[] {
+  get slots(): readonly KvmMemslot[] {
     return [...this.#slots.values()].sort((a, b) => a.slot - b.slot);
   }
 
   /** The slot registered under `slot`, if any. */
-  get(slot: number): Memslot | undefined {
+  get(slot: number): KvmMemslot | undefined {
     return this.#slots.get(slot);
   }
 
@@ -152,7 +155,7 @@ export class MemslotTable {
    * @throws RangeError for a non-positive size or an address outside u64
    * @throws RemapError E_KVM when no id is free, or naming the slot and range when the kernel refuses it (EEXIST overlap, EINVAL misaligned)
    */
-  add(req: MemslotRequest): Memslot {
+  add(req: MemslotRequest): KvmMemslot {
     const flags = req.flags ?? 0;
     if (req.size <= 0n) throw new RangeError(`memslot size must be positive, got ${hex(req.size)}`);
     const inU64 = (start: bigint): boolean => start >= 0n && start + req.size - 1n <= U64_MAX;
@@ -168,7 +171,7 @@ export class MemslotTable {
       if (other && e instanceof RemapError) throw new RemapError('E_KVM', `${e.message}; it overlaps ${this.describe(other.slot)}`, { cause: e.cause });
       throw e;
     }
-    const m: Memslot = Object.freeze({ slot, guestPhysAddr: req.guestPhysAddr, size: req.size, userspaceAddr: req.userspaceAddr, flags });
+    const m: KvmMemslot = Object.freeze({ slot, guestPhysAddr: req.guestPhysAddr, size: req.size, userspaceAddr: req.userspaceAddr, flags });
     this.#slots.set(slot, m);
     return m;
   }
@@ -192,7 +195,7 @@ export class MemslotTable {
    * id). Two KVM_SET_USER_MEMORY_REGION calls. Returns the new slot.
    * @throws RangeError if the table has no such slot; RemapError E_KVM if the kernel refuses either call
    */
-  move(slot: number, userspaceAddr: bigint): Memslot {
+  move(slot: number, userspaceAddr: bigint): KvmMemslot {
     const m = this.#slots.get(slot);
     if (!m) throw new RangeError(`memslot ${slot} is not registered in this table`);
     this.remove(slot);

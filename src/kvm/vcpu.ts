@@ -9,7 +9,7 @@
  */
 import { RemapError, errnoOf, errnoValue } from '../errors.js';
 import { MAP_SHARED, PROT_READ, PROT_WRITE, type NativeLayer } from '../native/index.js';
-import { KvmFd, hex, kvmError } from './fd.js';
+import { KvmFd, hex, kvmError, teardown } from './fd.js';
 import { KVM_EXIT, SIZEOF_PPC_REGS, SIZEOF_X86_REGS, SIZEOF_X86_SREGS } from './ioctls.js';
 import { KVM_REG_SIZE_MASK, KVM_REG_SIZE_U64, decodePpcRegs, encodePpcRegs, type PpcRegs } from './ppc.js';
 import { KVM_RUN_HEADER_BYTES, decodeRunExit, packEnableCap, packOneReg, type RunExit } from './structs.js';
@@ -186,18 +186,7 @@ export class KvmVcpu extends KvmFd {
     // Best effort: release both, report the first failure.
     const scratch = this.#scratch;
     this.#scratch = undefined;
-    let first: unknown;
-    try {
-      scratch?.close();
-    } catch (e) {
-      first = e;
-    }
-    try {
-      this.#unmapRun();
-    } catch (e) {
-      first ??= e;
-    }
-    if (first !== undefined) throw first;
+    teardown([() => scratch?.close(), () => this.#unmapRun()]);
   }
 
   #unmapRun(): void {

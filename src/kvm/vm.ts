@@ -3,12 +3,15 @@
  * it (each a fd of its own, wrapped by `KvmVcpu` / `KvmDevice`). The VM lives in the kernel until
  * its fd and every vCPU and device fd made from it are closed, so closing this object does not
  * close its children: their owners do.
+ *
+ * A VMM that made its VM itself hands it in with `KvmVm.fromFd(vmFd)`: the object works on a
+ * duplicate (the VMM keeps and closes its own fd), and checks first that it is a VM fd.
  */
 import { errnoOf, errnoValue } from '../errors.js';
-import type { NativeLayer } from '../native/index.js';
+import { O_CLOEXEC, O_RDWR, realNative, type NativeLayer } from '../native/index.js';
 import { KvmDevice } from './device.js';
-import { KvmFd, hex } from './fd.js';
-import { KVM_CREATE_DEVICE_TEST, requireIoctl } from './ioctls.js';
+import { KvmFd, adoptKvmFd, hex, kvmError } from './fd.js';
+import { KVM_CREATE_DEVICE_TEST, hostKvmIoctls, requireIoctl } from './ioctls.js';
 import { packPpcMmuv3Cfg } from './ppc.js';
 import { createdDeviceFd, packCreateDevice, packUserMemoryRegion, type UserMemoryRegion } from './structs.js';
 import { KvmVcpu } from './vcpu.js';
@@ -28,14 +31,37 @@ export function describeMemslot(r: UserMemoryRegion): string {
   return `slot ${r.slot} (guest ${hex(r.guestPhysAddr)}+${hex(r.memorySize)} <- host ${hex(r.userspaceAddr)})`;
 }
 
+/** The kernel's name for a VM fd (`anon_inode_getfile("kvm-vm", …)` in virt/kvm/kvm_main.c). */
+export const KVM_VM_FD_NAME = 'anon_inode:kvm-vm';
+
+/** Options of `KvmVm.fromFd`. */
+export interface KvmVmFromFdOptions {
+  /** The native layer every call goes through (default: the real one). */
+  readonly native?: NativeLayer;
+}
+
 /** A VM; owns its fd (not the vCPUs and devices made from it). */
 export class KvmVm extends KvmFd {
-  readonly #vcpuMmapSize: number;
+  #vcpuMmapSize: number | undefined;
 
-  /** @internal Use `KvmSystem.createVm`. */
-  constructor(native: NativeLayer, fd: number, vcpuMmapSize: number) {
+  /** @internal Use `KvmSystem.createVm` or `KvmVm.fromFd`. */
+  constructor(native: NativeLayer, fd: number, vcpuMmapSize?: number) {
     super(native, fd, 'VM');
     this.#vcpuMmapSize = vcpuMmapSize;
+  }
+
+  /**
+   * A VM the caller (a VMM) created: the object works on a duplicate of `vmFd` and closes only
+   * that, so the caller keeps its fd and closes it itself. Memslots, vCPUs and devices made
+   * through the object belong to the caller's VM.
+   * @throws RemapError E_DEVICE_UNAVAILABLE if `vmFd` is not an open KVM VM fd (the message names
+   *   what it is); E_KVM on an architecture without KVM ioctl encodings
+   */
+  static fromFd(vmFd: number, opts: KvmVmFromFdOptions = {}): KvmVm {
+    const native = opts.native ?? realNative;
+    hostKvmIoctls(native.arch); // refuse an unknown architecture before taking anything
+    const fd = adoptKvmFd(native, vmFd, `KvmVm.fromFd(${String(vmFd)})`, KVM_VM_FD_NAME, 'a KVM VM fd (KVM_CREATE_VM)');
+    return new KvmVm(native, fd);
   }
 
   /**
@@ -65,8 +91,31 @@ export class KvmVm extends KvmFd {
    * @throws RemapError E_KVM if the kernel refuses the vCPU or its kvm_run cannot be mapped
    */
   createVcpu(id: number): KvmVcpu {
+    const runSize = this.#runSize();
     const fd = this.ioctl('KVM_CREATE_VCPU', id, `KVM_CREATE_VCPU ${id}`);
-    return new KvmVcpu(this.native, fd, id, this.#vcpuMmapSize);
+    return new KvmVcpu(this.native, fd, id, runSize);
+  }
+
+  /**
+   * KVM_GET_VCPU_MMAP_SIZE is a /dev/kvm ioctl, not a VM one: a VM made by `KvmSystem` was told
+   * it; one taken with `fromFd` asks /dev/kvm once, on its first vCPU.
+   */
+  #runSize(): number {
+    if (this.#vcpuMmapSize !== undefined) return this.#vcpuMmapSize;
+    let kvm: number;
+    try {
+      kvm = this.native.open('/dev/kvm', O_RDWR | O_CLOEXEC);
+    } catch (e) {
+      throw kvmError(`opening /dev/kvm for KVM_GET_VCPU_MMAP_SIZE (vCPUs of ${this.describe()})`, e);
+    }
+    try {
+      this.#vcpuMmapSize = this.native.ioctl(kvm, requireIoctl(this.ioctls, 'KVM_GET_VCPU_MMAP_SIZE'), 0);
+    } catch (e) {
+      throw kvmError(`KVM_GET_VCPU_MMAP_SIZE on /dev/kvm (vCPUs of ${this.describe()})`, e);
+    } finally {
+      this.native.close(kvm);
+    }
+    return this.#vcpuMmapSize;
   }
 
   /**

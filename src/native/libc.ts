@@ -4,10 +4,10 @@
  * back from koffi as number or bigint and leave here as bigint. MAP_FIXED is refused outside the
  * ranges the library has claimed (invariant 2), before the kernel sees it.
  */
-import { readFileSync, fstatSync } from 'node:fs';
+import { readFileSync, readlinkSync, fstatSync } from 'node:fs';
 import { arch as osArch } from 'node:process';
 import koffi from 'koffi';
-import { NativeError } from '../errors.js';
+import { NativeError, errnoValue } from '../errors.js';
 import { OwnedRanges, parseMaps } from './maps.js';
 import { MAP_FIXED, type FileStat, type MapsEntry, type NativeLayer } from './types.js';
 
@@ -174,6 +174,17 @@ export const realNative: NativeLayer = {
   readMaps(pid?: number): MapsEntry[] {
     count('readMaps'); // a /proc read, counted so tests can prove the hot path makes none
     return parseMaps(readFileSync(`/proc/${pid ?? 'self'}/maps`, 'latin1'));
+  },
+
+  fdPath(fd) {
+    count('readlink');
+    try {
+      return readlinkSync(`/proc/self/fd/${fd}`);
+    } catch (e) {
+      const code = (e as NodeJS.ErrnoException).code;
+      // readlink of /proc/self/fd/N fails with ENOENT for a closed fd: the kernel's answer is EBADF.
+      throw new NativeError('readlink', code === 'ENOENT' ? errnoValue('EBADF') : errnoValue(code ?? 'EIO'), `/proc/self/fd/${fd}`);
+    }
   },
 
   claim(addr, length) {

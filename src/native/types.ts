@@ -125,6 +125,12 @@ export interface NativeLayer {
   loadBe64?(addr: bigint): bigint;
   /** The VMAs of a process, parsed from /proc/PID/maps (default: this process). */
   readMaps(pid?: number): MapsEntry[];
+  /**
+   * What an fd of this process is, as the kernel names it: readlink(2) of /proc/self/fd/N
+   * (`anon_inode:kvm-vm`, `/memfd:x (deleted)`, `/dev/kvm`). No side effect on the file. Optional:
+   * stand-in layers may omit it (then no caller's fd can be adopted through them).
+   */
+  fdPath?(fd: number): string;
   /** Record that the library owns [addr, addr+length): MAP_FIXED is allowed there. */
   claim(addr: bigint, length: bigint): void;
   /** Forget an owned range (exactly as claimed). */
