@@ -6,7 +6,7 @@
  * EsbDevice / PageSource (where pages come from) → geometry (pure arithmetic) → kvm (ioctls) →
  * native (the only module that loads koffi).
  */
-export { EsbController } from './controller.js';
+export { DEFAULT_VMA_SLACK, EsbController } from './controller.js';
 export type { ControllerMode, Degraded, Memslot, OpenOptions } from './controller.js';
 export type { Backing, RunInfo } from './run-table.js';
 export type {

@@ -66,8 +66,8 @@ export class VmaBudget {
    * so a VMM over its budget can still hot-unplug.
    * @throws RemapError E_VMA_BUDGET if it does not fit (nothing has been changed)
    */
-  ensure(op: string, runs: number, exact: () => { own: number; extra: number }): void {
-    if (this.limit - this.#others - (2 * runs + 1) - 2 >= MARGIN) return;
+  ensure(op: string, runs: number, exact: () => { own: number; extra: number }, slack = 0): void {
+    if (this.roomy(2 * runs + 1 + slack)) return;
     const { own, extra } = exact();
     if (extra === 0) return;
     this.refresh();
@@ -77,6 +77,11 @@ export class VmaBudget {
         `${op}: would need up to ${extra} more VMAs, but the process has ${this.#others + own} of at most ${this.limit} (${this.limitSource}); detach something or raise the limit`,
       );
     }
+  }
+
+  /** The fast path of `ensure`: whether a region of at most `regionBound` VMAs can take any change without counting. */
+  roomy(regionBound: number): boolean {
+    return this.limit - this.#others - regionBound - 2 >= MARGIN;
   }
 
   /** Whether the process is (nearly) out of VMAs now: used to name an ENOMEM from mmap (false if it cannot tell). */
