@@ -26,7 +26,7 @@
  * region has at most 2 × runs + 1 + K VMAs after every call, 1 once nothing is attached, and a
  * detach still makes exactly one mmap. Figures: `npm run bench -- --vmas` (README, Performance).
  *
- * The hot path (attach/detach, ~250 ns of JavaScript per pair, measured by `npm run bench --
+ * The hot path (attach/detach, ~260–290 ns of CPU per pair of JavaScript, `npm run bench --
  * --overlay`) builds no op string unless something fails or someone listens, does its address
  * arithmetic in Numbers where the region's addresses fit in 2^53, and changes the run table in
  * place once the mmap succeeded (it is private: nothing outside sees it change).

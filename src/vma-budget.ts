@@ -59,7 +59,7 @@ export class VmaBudget {
 
   /**
    * Make sure a change to a region of `runs` passthrough runs fits. The fast path uses bounds only
-   * (the region has at most 2 × runs + 1 VMAs, invariant 5; a change adds at most 2): O(1), no
+   * (the region has at most 2 × runs + 1 + `slack` VMAs, invariant 5; a change adds at most 2): O(1), no
    * system call. Near the limit it asks `exact()` for the region's VMAs now and the VMAs this change
    * adds, and re-reads /proc only if the change adds any: a change that adds no VMA (a detach that
    * cuts no run in two, an attach that fills a gap exactly) is never refused, even over the limit,
