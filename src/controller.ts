@@ -166,6 +166,7 @@ export class EsbController {
    */
   readonly #cacheIrq = new Int32Array(ADDR_CACHE).fill(-1);
   readonly #cacheAddr: bigint[] = new Array<bigint>(ADDR_CACHE).fill(0n);
+  readonly #cacheIpiIrq = new Int32Array(ADDR_CACHE).fill(-1);
   readonly #cacheIpiOff: bigint[] = new Array<bigint>(ADDR_CACHE).fill(0n);
   /** What `#mapIpiFd` maps: set just before `withFd` calls it (one function, no closure per detach). */
   #ipiAt = 0n;
@@ -559,8 +560,9 @@ export class EsbController {
     }
     // An attach splits its IPI gap: one more VMA for each side of the gap it leaves. Check the
     // budget before anything is built or announced (counting only when near the limit).
-    if (this.mode === 'overlay' && !this.#budget.roomy(2 * table.length + 1 + this.#slack)) {
-      this.#budget.ensure(opName(kind, first, count), table.length, () => ({ own: table.vmas() + this.#stale.size, extra: table.attachVmas(first, last) }), this.#slack);
+    // (The region has at most 2 × runs + 1 + stale VMAs now: the stale count, not K, keeps the fast path.)
+    if (this.mode === 'overlay' && !this.#budget.roomy(2 * table.length + 1 + this.#stale.size)) {
+      this.#budget.ensure(opName(kind, first, count), table.length, () => ({ own: table.vmas() + this.#stale.size, extra: table.attachVmas(first, last) }), this.#stale.size);
     }
     // The table's own reference on the source is taken before notifiers run: an unmap handler may
     // close the caller's source (or its fd), and the run must not depend on it. Notifiers hear
@@ -602,8 +604,8 @@ export class EsbController {
     const cutsHead = head.first < first;
     const cutsTail = end(tail) > last;
     // A detach adds at most one VMA per run it cuts in two (the piece on either side it keeps).
-    if (this.mode === 'overlay' && !this.#budget.roomy(2 * table.length + 1 + this.#slack)) {
-      this.#budget.ensure(opName(kind, first, last - first), table.length, () => ({ own: table.vmas() + this.#stale.size, extra: Number(cutsHead) + Number(cutsTail) }), this.#slack);
+    if (this.mode === 'overlay' && !this.#budget.roomy(2 * table.length + 1 + this.#stale.size)) {
+      this.#budget.ensure(opName(kind, first, last - first), table.length, () => ({ own: table.vmas() + this.#stale.size, extra: Number(cutsHead) + Number(cutsTail) }), this.#stale.size);
     }
     const hub = this.#hub;
     const note = hub ? hub.detaching(opName(kind, first, last - first), table.overlapping(first, last), first, last) : null;
@@ -649,21 +651,21 @@ export class EsbController {
   /** Address of interrupt `irq`'s first page (cached; Number arithmetic where the region fits below 2^53). */
   #addr(irq: number): bigint {
     const k = irq & (ADDR_CACHE - 1);
-    if (this.#cacheIrq[k] !== irq) this.#fill(k, irq);
+    if (this.#cacheIrq[k] !== irq) {
+      this.#cacheAddr[k] = this.#baseN >= 0 ? BigInt(this.#baseN + irq * this.#bpiN) : this.memslot.userspaceAddr + BigInt(irq) * this.geometry.bytesPerIrq;
+      this.#cacheIrq[k] = irq;
+    }
     return this.#cacheAddr[k] as bigint;
   }
 
-  /** File offset of interrupt `irq`'s IPI pages (cached with its address: `offsetOf` is a function of irq). */
+  /** File offset of interrupt `irq`'s IPI pages (cached: `offsetOf` is a function of irq; asked only when IPI pages are mapped). */
   #ipiOffset(irq: number): bigint {
     const k = irq & (ADDR_CACHE - 1);
-    if (this.#cacheIrq[k] !== irq) this.#fill(k, irq);
+    if (this.#cacheIpiIrq[k] !== irq) {
+      this.#cacheIpiOff[k] = (this.#ipi as IpiPages).offsetOf(irq);
+      this.#cacheIpiIrq[k] = irq;
+    }
     return this.#cacheIpiOff[k] as bigint;
-  }
-
-  #fill(k: number, irq: number): void {
-    this.#cacheAddr[k] = this.#baseN >= 0 ? BigInt(this.#baseN + irq * this.#bpiN) : this.memslot.userspaceAddr + BigInt(irq) * this.geometry.bytesPerIrq;
-    this.#cacheIpiOff[k] = (this.#ipi as IpiPages).offsetOf(irq);
-    this.#cacheIrq[k] = irq;
   }
 
   /** Bytes of `count` interrupts. */
