@@ -161,6 +161,12 @@ export class EsbController {
   /** bytesPerIrq as a Number (≤ 2^17 on every geometry, so irq × bytesPerIrq is exact). */
   readonly #bpiN: number;
   /**
+   * The IPI file offset of interrupt 0 as a Number, where the device's offsets are
+   * `offsetOf(0) + irq × bytesPerIrq` (the per-irq-offsets contract; checked at open on the first,
+   * second and last interrupt) and fit below 2^53; else -1, and `offsetOf` is asked each time.
+   */
+  readonly #ipiBaseN: number;
+  /**
    * Addresses and IPI file offsets of recently changed interrupts (a direct-mapped cache of 64
    * entries: constant memory). Making a bigint costs ~25 ns; an attach and its detach share one.
    */
@@ -198,6 +204,7 @@ export class EsbController {
     const endN = Number(memslot.userspaceAddr + memslot.size);
     this.#baseN = Number.isSafeInteger(endN) ? Number(memslot.userspaceAddr) : -1;
     this.#bpiN = Number(device.geometry.bytesPerIrq);
+    this.#ipiBaseN = linearIpiBase(ipi, device.nrIrqs, device.geometry.bytesPerIrq);
     this.#budget = new VmaBudget(native, vmaLimit, memslot.userspaceAddr, memslot.userspaceAddr + memslot.size, limitSource);
   }
 
@@ -662,7 +669,7 @@ export class EsbController {
   #ipiOffset(irq: number): bigint {
     const k = irq & (ADDR_CACHE - 1);
     if (this.#cacheIpiIrq[k] !== irq) {
-      this.#cacheIpiOff[k] = (this.#ipi as IpiPages).offsetOf(irq);
+      this.#cacheIpiOff[k] = this.#ipiBaseN >= 0 ? BigInt(this.#ipiBaseN + irq * this.#bpiN) : (this.#ipi as IpiPages).offsetOf(irq);
       this.#cacheIpiIrq[k] = irq;
     }
     return this.#cacheIpiOff[k] as bigint;
@@ -801,6 +808,18 @@ export class EsbController {
 }
 
 const IPI: Backing = Object.freeze({ kind: 'ipi' });
+
+/** offsetOf(0) as a Number if offsetOf(irq) = offsetOf(0) + irq × bpi at 0, 1 and nrIrqs − 1 and all fit below 2^53; else -1 (never throws). */
+function linearIpiBase(ipi: IpiPages, nrIrqs: number, bpi: bigint): number {
+  try {
+    const o0 = ipi.offsetOf(0);
+    const last = o0 + BigInt(nrIrqs - 1) * bpi;
+    if (typeof o0 !== 'bigint' || o0 < 0n || ipi.offsetOf(nrIrqs - 1) !== last || (nrIrqs > 1 && ipi.offsetOf(1) !== o0 + bpi)) return -1;
+    return Number.isSafeInteger(Number(last + bpi)) ? Number(o0) : -1;
+  } catch {
+    return -1;
+  }
+}
 
 /** What the controller keeps of an `EsbDevice`: its properties read once, at open. */
 type DeviceSnapshot = Pick<EsbDevice, 'name' | 'nrIrqs' | 'geometry' | 'contract' | 'mergeable' | 'openIpiPages'>;
