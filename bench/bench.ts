@@ -1108,7 +1108,7 @@ function benchScale(): void {
   const runsAt = (summary[label(4096)] as { runs: number }).runs;
   // Memory must follow runs, not nrIrqs: 256× more interrupts may not cost a byte per interrupt.
   const heapFlat = Math.abs(heapGap) < (1 << 20) / 8 && Math.abs(openGap) < (1 << 20) / 8;
-  results.scale = { perOpRatio1Mi4Ki: round(ratio), perOpRatioOfMedians: round(ratioMedian), perOpRatioOfMeans: round(ratioMean), heapGapBytes1Mi4Ki: Math.round(heapGap), heapOpenGapBytes1Mi4Ki: Math.round(openGap), runsAfterOps: runsAt, ...summary };
+  results.scale = { perOpRatio1Mi4Ki: round(ratio), perOpRatio1Mi4KiSpread: spreadOf(big.map((b, i) => b.perOpUs / (small[i]?.perOpUs ?? NaN))), perOpRatioOfMedians: round(ratioMedian), perOpRatioOfMeans: round(ratioMean), heapGapBytes1Mi4Ki: Math.round(heapGap), heapOpenGapBytes1Mi4Ki: Math.round(openGap), runsAfterOps: runsAt, ...summary };
   const verified = sizes.every((n) => (summary[label(n)] as { stampsVerified: boolean }).stampsVerified);
   target('scalePerOp', 'per-op cost 1Mi ÷ 4Ki', `${round(ratio)}× (${(summary[label(4096)] as { perOpUs: number }).perOpUs} → ${(summary[label(1 << 20)] as { perOpUs: number }).perOpUs} µs/op)`, '≤ 1.2', ratio <= 1.2 && verified);
   target('scaleHeap', 'heap 1Mi − 4Ki (open / +1,000 ops)', `${kib(openGap)} / ${kib(heapGap)} (${runsAt} runs: ${kib(med(4096, (x) => x.heapOps))} at 4Ki)`, '< 1 bit per irq', heapFlat);
