@@ -6,8 +6,8 @@
  * the length of every mmap the controller makes.
  */
 import { expect } from 'chai';
-import { DEFAULT_VMA_SLACK, EsbController } from 'xive-remap';
-import { FakePassthroughDevice, FakeXiveDevice } from 'xive-remap/native-stubs';
+import { DEFAULT_VMA_SLACK, EsbController, type EsbDevice } from 'xive-remap';
+import { FakePassthroughDevice, FakeXiveDevice, readStamp } from 'xive-remap/native-stubs';
 import { MAP_FIXED, realNative, type NativeLayer } from '../src/internal.js';
 import { expectBackingMatchesMemory, expectRemapError, regionVmas } from './helpers.js';
 
@@ -152,6 +152,39 @@ describe('the amortized VMA bound on a never-merging device (vmaSlack)', () => {
   it('refuses a vmaSlack that is not a non-negative integer, before mapping anything', () => {
     for (const bad of [-1, 1.5, Number.NaN, '8', 2n]) {
       expectRemapError(() => EsbController.open(dev, { vmaSlack: bad as number }), 'E_VMA_BUDGET');
+    }
+  });
+});
+
+describe('the hot path asks the device for IPI offsets unless they are linear', () => {
+  it('maps back exactly offsetOf(irq) for a device whose offsets are not irq × bytesPerIrq from offsetOf(0)', () => {
+    const fake = FakeXiveDevice.create({ nrIrqs: 64, esbShift: 13 });
+    const pt = FakePassthroughDevice.create({ nrIrqs: 4, id: 1, esbShift: 13 });
+    const bpi = fake.geometry.bytesPerIrq;
+    // Interrupt n's IPI pages are the fake's interrupt n ^ 1 (32 of its 64): a permutation, so the
+    // linear formula the hot path may use would pick the wrong pages (6 for 5, not 4).
+    const odd: EsbDevice = {
+      name: 'permuted',
+      nrIrqs: 32,
+      geometry: fake.geometry,
+      contract: fake.contract,
+      mergeable: true,
+      openIpiPages: () => ({ ...fake.openIpiPages(), offsetOf: (irq: number) => BigInt(irq ^ 1) * bpi }),
+    };
+    const esb = EsbController.open(odd);
+    try {
+      const s = pt.pages(2);
+      for (const irq of [5, 8, 31]) {
+        esb.attach(irq, s);
+        expect(readStamp(esb, irq)).to.equal('pt1:2:0');
+        esb.detach(irq);
+        expect(readStamp(esb, irq), `interrupt ${irq} after detach`).to.equal(`ipi:${irq ^ 1}:0`);
+      }
+      s.close();
+    } finally {
+      esb.close();
+      fake.close();
+      pt.close();
     }
   });
 });
