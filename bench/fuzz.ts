@@ -9,7 +9,9 @@
  *
  * Options: --ops N (100000), --seed S (random, printed), --episode N (ops per episode, 2000),
  * --fault-rate P (0.03), --nr-irqs N (128), --kind merging|unmergeable|both (both),
- * --shrink-seconds N (120).
+ * --shrink-seconds N (120), --vma-slack K|mixed (mixed: never-merging episodes cycle through
+ * K = 0, 2, 8 and the default, so the amortized VMA bound 2 × runs + 1 + K and its compaction are
+ * checked after every op at several K).
  */
 import { parseArgs } from 'node:util';
 import { Rng, runSeed, type ModelConfig, type ReplayStats } from '../test/model.js';
@@ -24,6 +26,7 @@ function main(): number {
       'nr-irqs': { type: 'string', default: '128' },
       kind: { type: 'string', default: 'both' },
       'shrink-seconds': { type: 'string', default: '120' },
+      'vma-slack': { type: 'string', default: 'mixed' },
     },
   });
   const num = (name: keyof typeof values, v: string | undefined, ok: (n: number) => boolean): number => {
@@ -39,22 +42,25 @@ function main(): number {
   const shrinkMs = num('shrink-seconds', values['shrink-seconds'], (n) => n >= 0) * 1000;
   const kinds = values.kind === 'both' ? [false, true] : values.kind === 'unmergeable' ? [true] : values.kind === 'merging' ? [false] : undefined;
   if (!kinds) throw new Error(`--kind ${values.kind} is not merging, unmergeable or both`);
+  const slacks = values['vma-slack'] === 'mixed' ? [0, 2, 8, undefined] : [num('vma-slack', values['vma-slack'], (n) => Number.isInteger(n) && n >= 0)];
 
-  console.log(`fuzz: ${total} ops, seed ${seed}, episodes of ${perEpisode}, fault rate ${faultRate}, ${nrIrqs} irqs, ${values.kind} devices`);
+  console.log(`fuzz: ${total} ops, seed ${seed}, episodes of ${perEpisode}, fault rate ${faultRate}, ${nrIrqs} irqs, ${values.kind} devices, vmaSlack ${values['vma-slack']}`);
   const seeds = new Rng(seed);
   const sum: ReplayStats = { ops: 0, errors: {}, faults: 0 };
   const t0 = process.hrtime.bigint();
   let lastReport = t0;
   for (let episode = 0, done = 0; done < total; episode++) {
     const ops = Math.min(perEpisode, total - done);
-    const config: ModelConfig = { nrIrqs, unmergeable: kinds[episode % kinds.length] as boolean };
+    const unmergeable = kinds[episode % kinds.length] as boolean;
+    const vmaSlack = unmergeable ? slacks[Math.floor(episode / kinds.length) % slacks.length] : undefined;
+    const config: ModelConfig = vmaSlack === undefined ? { nrIrqs, unmergeable } : { nrIrqs, unmergeable, vmaSlack };
     const episodeSeed = seeds.int(2 ** 31);
     let stats: ReplayStats;
     try {
       stats = runSeed(config, { seed: episodeSeed, ops, faultRate, timeMs: shrinkMs });
     } catch (e) {
       console.error(`\nFAILED in episode ${episode} (episode seed ${episodeSeed}) after ${done} ops of run seed ${seed}`);
-      console.error(`rerun: node dist/bench/fuzz.js --ops ${total} --seed ${seed} --episode ${perEpisode} --fault-rate ${faultRate} --nr-irqs ${nrIrqs} --kind ${values.kind}\n`);
+      console.error(`rerun: node dist/bench/fuzz.js --ops ${total} --seed ${seed} --episode ${perEpisode} --fault-rate ${faultRate} --nr-irqs ${nrIrqs} --kind ${values.kind} --vma-slack ${values['vma-slack']} (this episode: vmaSlack ${vmaSlack ?? 'default'})\n`);
       console.error(e instanceof Error ? e.message : String(e));
       return 1;
     }

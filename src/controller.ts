@@ -13,18 +13,23 @@
  * hear `unmap` after validation and before anything is built or mapped (a veto or a surviving pin
  * stops the change there, with nothing to undo), and `map` after the commit.
  *
- * VMA budget (invariant 5: at most 2 × runs + 1 VMAs): where the kernel merges adjacent mappings
- * of consecutive offsets of one file (memfd), restoring an interrupt's own pages is enough: they
- * merge with the IPI pages around them. Where it never merges (real ESB mappings are
- * VM_IO|VM_PFNMAP), a detach remaps the whole IPI gap around the interrupt in its one mmap, so the
- * gap stays one VMA. Why not compact instead (restore the interrupt's own pages, merge later)?
- * The bound must hold after every call, and a region with no runs must be one VMA, so any scheme
- * has to make that one big mapping at some point: compaction only defers the same cost. What it
- * costs is measured by `npm run bench -- --vmas` (figures in the README, Performance): with every
- * page populated as a running guest has them, the kernel zaps the gap's PTEs (and KVM its own) and
- * the guest faults them back in, so a detach costs in proportion to the gap: ~6× an own-pages
- * restore for a 1,024-interrupt gap, ~60× for a 16,384-interrupt one on the machine measured.
- * Hot-unplug is rare next to the guest's interrupt traffic; this is the price of invariant 5.
+ * VMA bound (invariant 5): where the kernel merges adjacent mappings of consecutive offsets of one
+ * file (memfd), restoring an interrupt's own pages is enough: they merge with the IPI pages around
+ * them, and the region has at most 2 × runs + 1 VMAs. Where it never merges (real ESB mappings are
+ * VM_IO|VM_PFNMAP), restoring only the interrupt's own pages leaves its two edges as VMA
+ * boundaries inside the IPI gap ("stale boundaries", tracked in `StaleBoundaries`). Remapping the
+ * whole gap instead would remove them, but costs in proportion to the gap's populated pages (the
+ * kernel zaps every PTE of it, KVM its own, and the guest faults them back). So the bound there is
+ * amortized: a detach restores its own pages, unless that would take the stale boundaries past
+ * K (`OpenOptions.vmaSlack`, default `DEFAULT_VMA_SLACK`) or leave the table empty; then that same
+ * one mmap covers the interrupt's whole IPI gap, which removes every stale boundary in it. So the
+ * region has at most 2 × runs + 1 + K VMAs after every call, 1 once nothing is attached, and a
+ * detach still makes exactly one mmap. Figures: `npm run bench -- --vmas` (README, Performance).
+ *
+ * The hot path (attach/detach, ~260–290 ns of CPU per pair of JavaScript, `npm run bench --
+ * --overlay`) builds no op string unless something fails or someone listens, does its address
+ * arithmetic in Numbers where the region's addresses fit in 2^53, and changes the run table in
+ * place once the mmap succeeded (it is private: nothing outside sees it change).
  */
 import { auditRegion, backingFile, type Discrepancy, type ExpectedSegment, type FileId } from './audit.js';
 import { RemapError, errnoOf, errnoValue } from './errors.js';
@@ -37,10 +42,45 @@ import { checkIrq, checkIrqRange, describeThrown, show } from './validate.js';
 import { VmaBudget, systemMaxMapCount } from './vma-budget.js';
 import { NotifierHub, notifierName, type EsbNotifier, type NotifierHandle, type PendingChange, type Pin, type PinInfo, type RegisterOptions } from './notifiers.js';
 import { disposeSymbol } from './dispose.js';
-import { RunTable, runEnd as end, type Backing, type Run as TableRun, type RunInfo } from './run-table.js';
-import { traceAttach, traceDetach, traceFailure, type ControllerStats } from './tracing.js';
+import { RunTable, StaleBoundaries, runEnd as end, type Backing, type Run as TableRun, type RunInfo } from './run-table.js';
+import { traceAttach, traceDetach, traceFailure, tracing, type ControllerStats } from './tracing.js';
 
 const ENOMEM = errnoValue('ENOMEM');
+
+/**
+ * Default K of the amortized VMA bound on never-merging devices (2 × runs + 1 + K): stale VMA
+ * boundaries a region keeps before a detach maps back a whole IPI gap. Each is one VMA of the
+ * process (vm.max_map_count is 65,530 by default); 128 lets 64 own-pages detaches of single
+ * interrupts go by between two whole-gap remaps.
+ */
+export const DEFAULT_VMA_SLACK = 128;
+
+/** The four changes, by number: their op strings are built only when needed (errors, tracing, notifiers). */
+const ATTACH = 0;
+const ATTACH_RANGE = 1;
+const DETACH = 2;
+const DETACH_RANGE = 3;
+type Change = typeof ATTACH | typeof ATTACH_RANGE | typeof DETACH | typeof DETACH_RANGE;
+
+/** The op string of a change, as messages and traces name it: `attach(42)`, `detachRange(0, 16)`. */
+function opName(kind: Change, a: unknown, b: unknown): string {
+  switch (kind) {
+    case ATTACH:
+      return `attach(${show(a)})`;
+    case ATTACH_RANGE:
+      return `attachRange(${show(a)}, ${show(b)})`;
+    case DETACH:
+      return `detach(${show(a)})`;
+    default:
+      return `detachRange(${show(a)}, ${show(b)})`;
+  }
+}
+
+/** Entries of the controller's address cache (a power of two). */
+const ADDR_CACHE = 64;
+
+/** `checkIrq`'s test without its message (the hot path builds the message only when it fails). */
+const isIrq = (v: unknown, limit: number): v is number => typeof v === 'number' && Number.isInteger(v) && v >= 0 && v < limit;
 
 /** How the controller changes pages. */
 export type ControllerMode = 'overlay' | 'kernel-managed' | 'auto';
@@ -60,6 +100,13 @@ export interface OpenOptions {
    * vm.max_map_count). A VMM that needs room for other mappings may set it lower.
    */
   vmaLimit?: number;
+  /**
+   * K of the amortized VMA bound on devices the kernel never merges (2 × runs + 1 + K VMAs): how
+   * many stale VMA boundaries own-pages detaches may leave before a detach maps back its whole
+   * IPI gap (default `DEFAULT_VMA_SLACK`). 0: every detach keeps its gap one VMA (cost in
+   * proportion to the gap). Ignored where the kernel merges (the bound is then 2 × runs + 1).
+   */
+  vmaSlack?: number;
 }
 
 /** The one range the VMM registers as a KVM memslot: constant from open to close (invariant 1). */
@@ -99,12 +146,43 @@ export class EsbController {
   readonly contract: DeviceContract;
 
   readonly #native: NativeLayer;
-  readonly #mergeable: boolean;
   readonly #deviceName: string;
   #ipi: IpiPages | null;
   /** `closing`: close() delivered destroy but its munmap failed; everything needed to retry is kept. */
   #state: 'open' | 'closing' | 'closed' = 'open';
   #runs: RunTable<PageSource>;
+  /** VMA boundaries inside IPI gaps (never-merging overlay regions only; at most #slack). */
+  readonly #stale = new StaleBoundaries();
+  /** K of the amortized bound; 0 where the kernel merges (nothing goes stale). */
+  readonly #slack: number;
+  /** Whether detaches may leave stale boundaries: overlay mode on a never-merging device. */
+  readonly #amortized: boolean;
+  /** The region's address as a Number (-1 if its end is past 2^53: then addresses are made in bigint). */
+  readonly #baseN: number;
+  /** bytesPerIrq as a Number (≤ 2^17 on every geometry, so irq × bytesPerIrq is exact). */
+  readonly #bpiN: number;
+  /**
+   * The IPI file offset of interrupt 0 as a Number, where the device's offsets are
+   * `offsetOf(0) + irq × bytesPerIrq` (the per-irq-offsets contract; checked at open on the first,
+   * second and last interrupt) and fit below 2^53; else -1, and `offsetOf` is asked each time.
+   */
+  readonly #ipiBaseN: number;
+  /**
+   * Addresses and IPI file offsets of recently changed interrupts (a direct-mapped cache of 64
+   * entries: constant memory). Making a bigint costs ~25 ns; an attach and its detach share one.
+   */
+  readonly #cacheIrq = new Int32Array(ADDR_CACHE).fill(-1);
+  readonly #cacheAddr: bigint[] = new Array<bigint>(ADDR_CACHE).fill(0n);
+  readonly #cacheIpiIrq = new Int32Array(ADDR_CACHE).fill(-1);
+  readonly #cacheIpiOff: bigint[] = new Array<bigint>(ADDR_CACHE).fill(0n);
+  /** What `#mapIpiFd` maps: set just before `withFd` calls it (one function, no closure per detach). */
+  #ipiAt = 0n;
+  #ipiLen = 0n;
+  #ipiOff = 0n;
+  readonly #mapIpiFd = (fd: number): bigint => this.#native.mmap(this.#ipiAt, this.#ipiLen, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_FIXED, fd, this.#ipiOff);
+  /** `RunTable.cut`'s callbacks: the kept pieces of a cut run hold their own fd references; a cut run's is dropped. */
+  readonly #piece = (r: Run, skip: number, count: number): PageSource => r.source.slice(skip, count, this.geometry.bytesPerIrq);
+  readonly #dropRun = (r: Run): void => r.source.close();
   #busy = false;
   readonly #budget: VmaBudget;
   #degraded: Degraded | null = null;
@@ -112,17 +190,22 @@ export class EsbController {
   /** Notifiers and pins (src/notifiers.ts); null until the first register, so the hot path pays one null check. */
   #hub: NotifierHub | null = null;
 
-  private constructor(device: DeviceSnapshot, ipi: IpiPages, memslot: Memslot, mode: 'overlay' | 'kernel-managed', native: NativeLayer, vmaLimit: number, limitSource: string) {
+  private constructor(device: DeviceSnapshot, ipi: IpiPages, memslot: Memslot, mode: 'overlay' | 'kernel-managed', native: NativeLayer, vmaLimit: number, limitSource: string, slack: number) {
     this.memslot = Object.freeze(memslot);
     this.nrIrqs = device.nrIrqs;
     this.geometry = device.geometry;
     this.contract = device.contract;
     this.mode = mode;
     this.#native = native;
-    this.#mergeable = device.mergeable;
     this.#deviceName = device.name;
     this.#ipi = ipi;
     this.#runs = RunTable.empty(device.nrIrqs);
+    this.#amortized = mode === 'overlay' && !device.mergeable;
+    this.#slack = this.#amortized ? slack : 0;
+    const endN = Number(memslot.userspaceAddr + memslot.size);
+    this.#baseN = Number.isSafeInteger(endN) ? Number(memslot.userspaceAddr) : -1;
+    this.#bpiN = Number(device.geometry.bytesPerIrq);
+    this.#ipiBaseN = linearIpiBase(ipi, device.nrIrqs, device.geometry.bytesPerIrq);
     this.#budget = new VmaBudget(native, vmaLimit, memslot.userspaceAddr, memslot.userspaceAddr + memslot.size, limitSource);
   }
 
@@ -140,11 +223,15 @@ export class EsbController {
       throw new RemapError('E_DEVICE_UNAVAILABLE', `${op}: not an EsbDevice (a XiveKvmDevice, a FakeXiveDevice or another implementation of the interface)`);
     }
     // The device's own native layer is the default: a device and its region cannot disagree on it.
-    const { native, mode: asked, vmaLimit: limitAsked } = readOpenOptions(op, options, dev.native);
+    const { native, mode: asked, vmaLimit: limitAsked, vmaSlack: slackAsked } = readOpenOptions(op, options, dev.native);
     if (limitAsked !== undefined && !(typeof limitAsked === 'number' && Number.isInteger(limitAsked) && limitAsked > 0)) {
       throw new RemapError('E_VMA_BUDGET', `${op}: vmaLimit ${show(limitAsked)} is not a positive integer`);
     }
     const vmaLimit = limitAsked as number | undefined;
+    if (slackAsked !== undefined && !(typeof slackAsked === 'number' && Number.isInteger(slackAsked) && slackAsked >= 0)) {
+      throw new RemapError('E_VMA_BUDGET', `${op}: vmaSlack ${show(slackAsked)} is not a non-negative integer`);
+    }
+    const slack = (slackAsked as number | undefined) ?? DEFAULT_VMA_SLACK;
     if (asked !== 'overlay' && asked !== 'kernel-managed' && asked !== 'auto') {
       throw new RemapError('E_DEVICE_CONTRACT', `${op}: mode ${show(asked)} is not overlay, kernel-managed or auto`);
     }
@@ -179,7 +266,7 @@ export class EsbController {
       const system = systemMaxMapCount();
       const [limit, limitSource] =
         vmaLimit !== undefined ? [vmaLimit, 'the vmaLimit option'] : system !== undefined ? [system, 'vm.max_map_count'] : [65530, 'vm.max_map_count assumed: /proc/sys/vm/max_map_count unreadable'];
-      const esb = new EsbController(dev, ipi, { userspaceAddr: addr, size }, mode, native, limit, limitSource);
+      const esb = new EsbController(dev, ipi, { userspaceAddr: addr, size }, mode, native, limit, limitSource, slack);
       esb.#stats.syscalls++;
       return esb;
     } catch (e) {
@@ -210,13 +297,12 @@ export class EsbController {
    *   E_DEGRADED, or E_MAP (the mmap failed; the region is unchanged)
    */
   attach(irq: number, source: PageSource): void {
-    const op = `attach(${show(irq)})`;
-    this.#enter(op);
+    this.#enter(ATTACH, irq, undefined);
     try {
-      checkIrq(op, irq, this.nrIrqs);
-      this.#attach(op, irq, 1, source);
+      if (!isIrq(irq, this.nrIrqs)) checkIrq(opName(ATTACH, irq, undefined), irq, this.nrIrqs);
+      this.#attach(ATTACH, irq, 1, source);
     } catch (e) {
-      traceFailure(this.memslot.userspaceAddr, op, e);
+      traceFailure(this.memslot.userspaceAddr, opName(ATTACH, irq, undefined), e);
       throw e;
     } finally {
       this.#busy = false;
@@ -229,13 +315,12 @@ export class EsbController {
    * @throws RemapError as `attach`
    */
   attachRange(first: number, count: number, source: PageSource): void {
-    const op = `attachRange(${show(first)}, ${show(count)})`;
-    this.#enter(op);
+    this.#enter(ATTACH_RANGE, first, count);
     try {
-      checkIrqRange(op, first, count, this.nrIrqs);
-      this.#attach(op, first, count, source);
+      checkIrqRange(opName(ATTACH_RANGE, first, count), first, count, this.nrIrqs);
+      this.#attach(ATTACH_RANGE, first, count, source);
     } catch (e) {
-      traceFailure(this.memslot.userspaceAddr, op, e);
+      traceFailure(this.memslot.userspaceAddr, opName(ATTACH_RANGE, first, count), e);
       throw e;
     } finally {
       this.#busy = false;
@@ -247,13 +332,12 @@ export class EsbController {
    * @throws RemapError E_IRQ_RANGE, E_CLOSED, E_BUSY, E_DEGRADED, or E_MAP (the region is unchanged)
    */
   detach(irq: number): boolean {
-    const op = `detach(${show(irq)})`;
-    this.#enter(op);
+    this.#enter(DETACH, irq, undefined);
     try {
-      checkIrq(op, irq, this.nrIrqs);
-      return this.#detach(op, irq, irq + 1) > 0;
+      if (!isIrq(irq, this.nrIrqs)) checkIrq(opName(DETACH, irq, undefined), irq, this.nrIrqs);
+      return this.#detach(DETACH, irq, irq + 1) > 0;
     } catch (e) {
-      traceFailure(this.memslot.userspaceAddr, op, e);
+      traceFailure(this.memslot.userspaceAddr, opName(DETACH, irq, undefined), e);
       throw e;
     } finally {
       this.#busy = false;
@@ -266,13 +350,12 @@ export class EsbController {
    * @throws RemapError as `detach`
    */
   detachRange(first: number, count: number): number {
-    const op = `detachRange(${show(first)}, ${show(count)})`;
-    this.#enter(op);
+    this.#enter(DETACH_RANGE, first, count);
     try {
-      checkIrqRange(op, first, count, this.nrIrqs);
-      return this.#detach(op, first, first + count);
+      checkIrqRange(opName(DETACH_RANGE, first, count), first, count, this.nrIrqs);
+      return this.#detach(DETACH_RANGE, first, first + count);
     } catch (e) {
-      traceFailure(this.memslot.userspaceAddr, op, e);
+      traceFailure(this.memslot.userspaceAddr, opName(DETACH_RANGE, first, count), e);
       throw e;
     } finally {
       this.#busy = false;
@@ -317,7 +400,8 @@ export class EsbController {
       ...this.#stats,
       failures: this.#stats.failures + (hub?.refusals ?? 0),
       runs: this.#runs.length,
-      vmas: this.mode === 'overlay' ? this.#runs.vmas() : 1,
+      vmas: this.mode === 'overlay' ? this.#runs.vmas() + this.#stale.size : 1,
+      vmaBound: this.mode === 'overlay' ? 2 * this.#runs.length + 1 + this.#slack : 1,
       notifiers: hub?.count ?? 0,
       pins: hub?.pinCount ?? 0,
     };
@@ -337,7 +421,7 @@ export class EsbController {
     this.#hub ??= new NotifierHub({ name: this.#deviceName, addr: this.memslot.userspaceAddr, nrIrqs: this.nrIrqs, geometry: this.geometry, mode: this.mode });
     this.#busy = true;
     try {
-      return this.#hub.register(op, notifier, options ?? {}, this.#runs.runs, this.#degraded);
+      return this.#hub.register(op, notifier, options ?? {}, this.#runs.snapshot(), this.#degraded);
     } finally {
       this.#busy = false;
     }
@@ -399,7 +483,7 @@ export class EsbController {
     }
     gapTo(this.nrIrqs);
     return auditRegion(
-      { base: this.memslot.userspaceAddr, bytesPerIrq: this.geometry.bytesPerIrq, nrIrqs: this.nrIrqs, segments, runs: runs.length },
+      { base: this.memslot.userspaceAddr, bytesPerIrq: this.geometry.bytesPerIrq, nrIrqs: this.nrIrqs, segments, runs: runs.length, slack: this.#slack },
       this.#native.readMaps(),
     );
   }
@@ -444,6 +528,7 @@ export class EsbController {
     this.#native.release(userspaceAddr, size);
     for (const r of this.#runs.runs) r.source.close();
     this.#runs = RunTable.empty(this.nrIrqs);
+    this.#stale.clear();
     this.#ipi?.close();
     this.#ipi = null;
     if (destroyFailure) throw destroyFailure;
@@ -451,105 +536,163 @@ export class EsbController {
 
   // ---- the two changes ----
 
-  #attach(op: string, first: number, count: number, source: PageSource): void {
+  #attach(kind: Change, first: number, count: number, source: PageSource): void {
     const last = first + count;
+    const bpi = this.geometry.bytesPerIrq;
     // A brand check, not instanceof: a Proxy of a PageSource or an object made from its prototype
     // would pass instanceof and then fail on the first private field with a plain TypeError.
     if (!PageSource.isPageSource(source) || source.closed) {
-      throw new RemapError('E_SOURCE', `${op}: the source is ${PageSource.isPageSource(source) ? 'closed' : `not a PageSource made by PageSource.fromFd or a device's pages() (${show(source)})`}`);
+      throw new RemapError('E_SOURCE', `${opName(kind, first, count)}: the source is ${PageSource.isPageSource(source) ? 'closed' : `not a PageSource made by PageSource.fromFd or a device's pages() (${show(source)})`}`);
     }
     if (source.count !== count) {
-      throw new RemapError('E_SOURCE', `${op}: the source ${source.nameOf(0)} holds ${source.count} interrupt(s), not ${count}${count === 1 ? ' (use attachRange)' : ''}`);
+      throw new RemapError('E_SOURCE', `${opName(kind, first, count)}: the source ${source.nameOf(0)} holds ${source.count} interrupt(s), not ${count}${count === 1 ? ' (use attachRange)' : ''}`);
     }
-    if (source.geometry && !sameLayout(source.geometry, this.geometry)) {
-      throw new RemapError('E_GEOMETRY', `${op}: the source ${source.nameOf(0)} has esbShift ${source.geometry.esbShift}, the region ${this.geometry.esbShift}`);
+    const sg = source.geometry;
+    if (sg && sg !== this.geometry && !sameLayout(sg, this.geometry)) {
+      throw new RemapError('E_GEOMETRY', `${opName(kind, first, count)}: the source ${source.nameOf(0)} has esbShift ${sg.esbShift}, the region ${this.geometry.esbShift}`);
     }
-    // (The message is only built when the check fails: attach is a hot path.)
-    if (source.offset + BigInt(count) * this.geometry.bytesPerIrq > source.limit) {
-      checkFits(`${op}: source ${source.nameOf(0)}`, source.offset, count, source.limit, this.geometry);
+    // (Messages are only built when a check fails: attach is a hot path. Number arithmetic is
+    // exact while the limit is below 2^53; past it, bigint.)
+    const limN = Number(source.limit);
+    if (!(limN <= Number.MAX_SAFE_INTEGER && Number(source.offset) + count * this.#bpiN <= limN) && source.offset + BigInt(count) * bpi > source.limit) {
+      checkFits(`${opName(kind, first, count)}: source ${source.nameOf(0)}`, source.offset, count, source.limit, this.geometry);
     }
-    const busy = this.#runs.firstOverlap(first, last);
+    const table = this.#runs;
+    // Where the run goes; the run before it must end by `first`, the one there start at `last` or later.
+    const at = table.lowerBound(first);
+    const busy = at > 0 && end(table.get(at - 1)) > first ? table.get(at - 1) : at < table.length && table.get(at).first < last ? table.get(at) : undefined;
     if (busy) {
       const irq = Math.max(first, busy.first);
-      throw new RemapError('E_ALREADY_ATTACHED', `${op}: interrupt ${irq} is already backed by ${busy.source.nameOf(irq - busy.first)}; detach it first`);
+      throw new RemapError('E_ALREADY_ATTACHED', `${opName(kind, first, count)}: interrupt ${irq} is already backed by ${busy.source.nameOf(irq - busy.first)}; detach it first`);
     }
     // An attach splits its IPI gap: one more VMA for each side of the gap it leaves. Check the
-    // budget before anything is built or announced.
-    if (this.mode === 'overlay') {
-      this.#budget.ensure(op, this.#runs.length, () => ({ own: this.#runs.vmas(), extra: this.#runs.attachVmas(first, last) }));
+    // budget before anything is built or announced (counting only when near the limit).
+    // (The region has at most 2 × runs + 1 + stale VMAs now: the stale count, not K, keeps the fast path.)
+    if (this.mode === 'overlay' && !this.#budget.roomy(2 * table.length + 1 + this.#stale.size)) {
+      this.#budget.ensure(opName(kind, first, count), table.length, () => ({ own: table.vmas() + this.#stale.size, extra: table.attachVmas(first, last) }), this.#stale.size);
     }
     // The table's own reference on the source is taken before notifiers run: an unmap handler may
     // close the caller's source (or its fd), and the run must not depend on it. Notifiers hear
     // `unmap` before anything is mapped: a veto or a surviving pin throws with nothing to undo but this reference.
-    const run: Run = { first, count, source: source.slice(0, count, this.geometry.bytesPerIrq) };
-    let note: PendingChange | null;
-    try {
-      note = this.#hub?.attaching(op, first, count, run.source) ?? null;
-    } catch (e) {
-      run.source.close();
-      throw e;
+    const run: Run = { first, count, source: source.slice(0, count, bpi) };
+    let note: PendingChange | null = null;
+    const hub = this.#hub;
+    if (hub) {
+      try {
+        note = hub.attaching(opName(kind, first, count), first, count, run.source);
+      } catch (e) {
+        run.source.close();
+        throw e;
+      }
     }
-    const next = this.#runs.insert(run);
-    const [from, to] = this.#mergeable ? [first, last] : this.#runs.gapAround(first, last);
     try {
       if (this.mode === 'overlay') this.#mapSource(first, count, run.source, 0);
     } catch (e) {
       run.source.close();
-      this.#fail(op, e, from, to, note);
+      // Restore [first, last), or on a never-merging device its whole gap (so the restore leaves no stale boundary).
+      const [from, to] = this.#amortized ? table.gapAround(first, last) : [first, last];
+      this.#fail(opName(kind, first, count), e, from, to, note);
     }
-    this.#commit(next);
-    traceAttach(this.memslot.userspaceAddr, op, first, count, source);
+    // Commit: the mmap succeeded. Boundaries inside [first, last] are gone or are run edges now.
+    table.insert(run, at);
+    if (this.#amortized) this.#stale.removeIn(first, last);
+    this.#stats.operations++;
+    if (tracing.attach) traceAttach(this.memslot.userspaceAddr, opName(kind, first, count), first, count, source);
     note?.done();
   }
 
-  #detach(op: string, first: number, last: number): number {
-    const hit = this.#runs.overlapping(first, last);
-    if (hit.length === 0) return 0;
+  #detach(kind: Change, first: number, last: number): number {
+    const table = this.#runs;
+    const i = table.hitIndex(first);
+    const j = table.lowerBound(last);
+    if (i >= j) return 0;
+    const head = table.get(i);
+    const tail = table.get(j - 1);
+    const cutsHead = head.first < first;
+    const cutsTail = end(tail) > last;
     // A detach adds at most one VMA per run it cuts in two (the piece on either side it keeps).
-    if (this.mode === 'overlay') {
-      this.#budget.ensure(op, this.#runs.length, () => ({
-        own: this.#runs.vmas(),
-        extra: Number((hit[0] as Run).first < first) + Number(end(hit[hit.length - 1] as Run) > last),
-      }));
+    if (this.mode === 'overlay' && !this.#budget.roomy(2 * table.length + 1 + this.#stale.size)) {
+      this.#budget.ensure(opName(kind, first, last - first), table.length, () => ({ own: table.vmas() + this.#stale.size, extra: Number(cutsHead) + Number(cutsTail) }), this.#stale.size);
     }
-    const note = this.#hub?.detaching(op, hit, first, last) ?? null;
-    const bpi = this.geometry.bytesPerIrq;
-    // The kept pieces hold their own references on the fd (slices), so the cut runs can be closed.
-    const { table: next, kept, restored } = this.#runs.cut(first, last, (r, skip, count) => r.source.slice(skip, count, bpi)) as NonNullable<ReturnType<RunTable<PageSource>['cut']>>;
-    const a = Math.max(first, (hit[0] as Run).first);
-    const b = Math.min(last, end(hit[hit.length - 1] as Run));
-    const [from, to] = this.#mergeable ? [a, b] : next.gapAround(a, b);
+    const hub = this.#hub;
+    const note = hub ? hub.detaching(opName(kind, first, last - first), table.overlapping(first, last), first, last) : null;
+    // [a, b): the interrupts that go back to IPI, from the first to the last of them. [g0, g1):
+    // the IPI gap they will be part of (a kept piece of a cut run ends it on that side).
+    const a = cutsHead ? first : head.first;
+    const b = cutsTail ? last : end(tail);
+    const g0 = cutsHead ? a : i > 0 ? end(table.get(i - 1)) : 0;
+    const g1 = cutsTail ? b : j < table.length ? table.get(j).first : this.nrIrqs;
+    let from = a;
+    let to = b;
+    if (this.#amortized) {
+      // Own pages leave a stale boundary at a (b) if the gap goes on past it. Too many, or an
+      // empty table (which must be one VMA): map the whole gap in this same mmap instead.
+      const stale = this.#stale.size - this.#stale.countIn(a + 1, b - 1) + Number(a > g0) + Number(b < g1);
+      if (stale > this.#slack || (!cutsHead && !cutsTail && j - i === table.length)) {
+        from = g0;
+        to = g1;
+      }
+    }
     try {
       if (this.mode === 'overlay') this.#mapIpi(from, to);
     } catch (e) {
-      for (const k of kept) k.source.close();
-      this.#fail(op, e, from, to, note);
+      // Put back what the mmap covered, as the table says, piece by piece: every boundary the
+      // restore makes inside [from, to) is a run edge, so it leaves no stale one.
+      this.#fail(opName(kind, first, last - first), e, from, to, note);
     }
-    for (const r of hit) r.source.close();
-    this.#commit(next);
-    traceDetach(this.memslot.userspaceAddr, op, first, last - first, restored);
+    // Commit: the mmap succeeded. Kept pieces take their fd references before the cut runs drop theirs.
+    const restored = table.cut(first, last, this.#piece, this.#dropRun, i, j);
+    if (this.#amortized) {
+      this.#stale.removeIn(from, to);
+      if (from > g0) this.#stale.add(from);
+      if (to < g1) this.#stale.add(to);
+    }
+    this.#stats.operations++;
+    if (tracing.detach) traceDetach(this.memslot.userspaceAddr, opName(kind, first, last - first), first, last - first, restored);
     note?.done();
     return restored;
   }
 
   // ---- mapping ----
 
+  /** Address of interrupt `irq`'s first page (cached; Number arithmetic where the region fits below 2^53). */
   #addr(irq: number): bigint {
-    return this.memslot.userspaceAddr + BigInt(irq) * this.geometry.bytesPerIrq;
+    const k = irq & (ADDR_CACHE - 1);
+    if (this.#cacheIrq[k] !== irq) {
+      this.#cacheAddr[k] = this.#baseN >= 0 ? BigInt(this.#baseN + irq * this.#bpiN) : this.memslot.userspaceAddr + BigInt(irq) * this.geometry.bytesPerIrq;
+      this.#cacheIrq[k] = irq;
+    }
+    return this.#cacheAddr[k] as bigint;
+  }
+
+  /** File offset of interrupt `irq`'s IPI pages (cached: `offsetOf` is a function of irq; asked only when IPI pages are mapped). */
+  #ipiOffset(irq: number): bigint {
+    const k = irq & (ADDR_CACHE - 1);
+    if (this.#cacheIpiIrq[k] !== irq) {
+      this.#cacheIpiOff[k] = this.#ipiBaseN >= 0 ? BigInt(this.#ipiBaseN + irq * this.#bpiN) : (this.#ipi as IpiPages).offsetOf(irq);
+      this.#cacheIpiIrq[k] = irq;
+    }
+    return this.#cacheIpiOff[k] as bigint;
+  }
+
+  /** Bytes of `count` interrupts. */
+  #len(count: number): bigint {
+    return count === 1 ? this.geometry.bytesPerIrq : BigInt(count) * this.geometry.bytesPerIrq;
   }
 
   #mapIpi(first: number, last: number): void {
     const ipi = this.#ipi as IpiPages;
-    const len = BigInt(last - first) * this.geometry.bytesPerIrq;
+    this.#ipiAt = this.#addr(first);
+    this.#ipiLen = this.#len(last - first);
+    this.#ipiOff = this.#ipiOffset(first);
     this.#stats.syscalls++;
-    ipi.withFd((fd) => this.#native.mmap(this.#addr(first), len, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_FIXED, fd, ipi.offsetOf(first)));
+    ipi.withFd(this.#mapIpiFd);
   }
 
   /** Map `count` interrupts of `source`, from its interrupt `skip`, at guest interrupt `first`. */
   #mapSource(first: number, count: number, source: PageSource, skip: number): void {
-    const bpi = this.geometry.bytesPerIrq;
     this.#stats.syscalls++;
-    this.#native.mmap(this.#addr(first), BigInt(count) * bpi, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_FIXED, source.handle.fd, source.offset + BigInt(skip) * bpi);
+    this.#native.mmap(this.#addr(first), this.#len(count), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_FIXED, source.handle.fd, skip === 0 ? source.offset : source.offset + BigInt(skip) * this.geometry.bytesPerIrq);
   }
 
   /**
@@ -576,6 +719,8 @@ export class EsbController {
         pos = e;
       }
       if (pos < to) this.#mapIpi(pos, to);
+      // Every VMA boundary inside [from, to] is a run edge now (each piece was mapped on its own).
+      if (this.#amortized) this.#stale.removeIn(from, to);
     } catch (restoreErr) {
       // Which pages are not what the table says? Only the kernel knows: a failed MAP_FIXED may or
       // may not have unmapped its range first. Ask /proc/self/maps (this is the failure path, not
@@ -621,11 +766,6 @@ export class EsbController {
     return b0 < b1 ? [b0, b1] : [];
   }
 
-  #commit(next: RunTable<PageSource>): void {
-    this.#runs = next;
-    this.#stats.operations++;
-  }
-
   // ---- guards ----
 
   #checkOpen(op: string): void {
@@ -646,7 +786,12 @@ export class EsbController {
    * Its refusals are published on `xive-remap:failure` here, since they leave before the caller's
    * try (whose `finally` must not clear a busy flag that belongs to the operation in progress).
    */
-  #enter(op: string): void {
+  #enter(kind: Change, a: unknown, b: unknown): void {
+    if (this.#state === 'open' && !this.#busy && this.#degraded === null) {
+      this.#busy = true;
+      return;
+    }
+    const op = opName(kind, a, b);
     let refusal: RemapError | undefined;
     if (this.#state !== 'open') refusal = this.#closedError(op);
     else if (this.#busy) refusal = new RemapError('E_BUSY', `${op}: called while another operation on this region is in progress`);
@@ -669,6 +814,18 @@ export class EsbController {
 
 const IPI: Backing = Object.freeze({ kind: 'ipi' });
 
+/** offsetOf(0) as a Number if offsetOf(irq) = offsetOf(0) + irq × bpi at 0, 1 and nrIrqs − 1 and all fit below 2^53; else -1 (never throws). */
+function linearIpiBase(ipi: IpiPages, nrIrqs: number, bpi: bigint): number {
+  try {
+    const o0 = ipi.offsetOf(0);
+    const last = o0 + BigInt(nrIrqs - 1) * bpi;
+    if (typeof o0 !== 'bigint' || o0 < 0n || ipi.offsetOf(nrIrqs - 1) !== last || (nrIrqs > 1 && ipi.offsetOf(1) !== o0 + bpi)) return -1;
+    return Number.isSafeInteger(Number(last + bpi)) ? Number(o0) : -1;
+  } catch {
+    return -1;
+  }
+}
+
 /** What the controller keeps of an `EsbDevice`: its properties read once, at open. */
 type DeviceSnapshot = Pick<EsbDevice, 'name' | 'nrIrqs' | 'geometry' | 'contract' | 'mergeable' | 'openIpiPages' | 'native'>;
 
@@ -688,15 +845,15 @@ function snapshotDevice(device: unknown): DeviceSnapshot | null {
 }
 
 /** Read `open`'s options once. @throws RemapError E_OPTIONS if they are not an object or a getter throws */
-function readOpenOptions(op: string, options: unknown, deviceNative: NativeLayer | undefined): { native: NativeLayer; mode: unknown; vmaLimit: unknown } {
+function readOpenOptions(op: string, options: unknown, deviceNative: NativeLayer | undefined): { native: NativeLayer; mode: unknown; vmaLimit: unknown; vmaSlack: unknown } {
   const fallback = deviceNative ?? realNative;
-  if (options === undefined) return { native: fallback, mode: 'auto', vmaLimit: undefined };
+  if (options === undefined) return { native: fallback, mode: 'auto', vmaLimit: undefined, vmaSlack: undefined };
   if (typeof options !== 'object' || options === null) {
     throw new RemapError('E_OPTIONS', `${op}: options ${show(options)} is not an object (omit it for the defaults)`);
   }
   try {
     const o = options as OpenOptions;
-    return { native: o.native ?? fallback, mode: o.mode ?? 'auto', vmaLimit: o.vmaLimit };
+    return { native: o.native ?? fallback, mode: o.mode ?? 'auto', vmaLimit: o.vmaLimit, vmaSlack: o.vmaSlack };
   } catch (e) {
     throw new RemapError('E_OPTIONS', `${op}: reading the options threw (${describeThrown(e)})`, { cause: e });
   }

@@ -12,7 +12,7 @@
  * uapi constants and the contract probe are in `xive-remap/kvm`; the stand-ins for tests and hosts
  * without POWER are in `xive-remap/native-stubs`.
  */
-export { EsbController } from './controller.js';
+export { DEFAULT_VMA_SLACK, EsbController } from './controller.js';
 export type { ControllerMode, Degraded, Memslot, OpenOptions } from './controller.js';
 export type { Backing, RunInfo } from './run-table.js';
 export type {

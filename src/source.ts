@@ -237,7 +237,7 @@ export class PageSource {
   slice(i: number, count: number, bytesPerIrq: bigint): PageSource {
     return new PageSource(
       this.handle.retain(),
-      this.offset + BigInt(i) * bytesPerIrq,
+      i === 0 ? this.offset : this.offset + BigInt(i) * bytesPerIrq, // (a whole-source slice is the attach hot path: no BigInt arithmetic)
       count,
       this.limit,
       this.name,

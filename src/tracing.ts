@@ -64,6 +64,16 @@ export interface FailureTrace {
   readonly error: unknown;
 }
 
+/** Whether anyone listens on `xive-remap:attach` / `xive-remap:detach` (the hot path builds no op string otherwise). */
+export const tracing = {
+  get attach(): boolean {
+    return attachChannel.hasSubscribers;
+  },
+  get detach(): boolean {
+    return detachChannel.hasSubscribers;
+  },
+};
+
 /** Publish an attach (only if someone subscribed). */
 export function traceAttach(region: bigint, op: string, first: number, count: number, source: PageSource): void {
   if (!attachChannel.hasSubscribers) return;
@@ -107,9 +117,16 @@ export interface ControllerStats {
    * VMAs the region has now by its table: one per passthrough run plus one per IPI gap (one in
    * kernel-managed mode, where nothing is mapped over the range). Exact where the kernel never
    * merges mappings (real ESB pages); an upper bound where it merges adjacent runs of one file.
-   * Computed from the table, never from /proc.
+   * On never-merging devices it includes the stale boundaries left by own-pages detaches (see
+   * `vmaBound`). Computed from the table, never from /proc.
    */
   readonly vmas: number;
+  /**
+   * The most VMAs the region may have now (invariant 5): 2 × runs + 1, plus the slack K
+   * (`OpenOptions.vmaSlack`) on devices the kernel never merges, where a detach restores only the
+   * interrupt's own pages until K stale boundaries would be exceeded. 1 in kernel-managed mode.
+   */
+  readonly vmaBound: number;
   /** Notifiers registered now. */
   readonly notifiers: number;
   /** Pins held now. */

@@ -59,15 +59,15 @@ export class VmaBudget {
 
   /**
    * Make sure a change to a region of `runs` passthrough runs fits. The fast path uses bounds only
-   * (the region has at most 2 × runs + 1 VMAs, invariant 5; a change adds at most 2): O(1), no
+   * (the region has at most 2 × runs + 1 + `slack` VMAs, invariant 5; a change adds at most 2): O(1), no
    * system call. Near the limit it asks `exact()` for the region's VMAs now and the VMAs this change
    * adds, and re-reads /proc only if the change adds any: a change that adds no VMA (a detach that
    * cuts no run in two, an attach that fills a gap exactly) is never refused, even over the limit,
    * so a VMM over its budget can still hot-unplug.
    * @throws RemapError E_VMA_BUDGET if it does not fit (nothing has been changed)
    */
-  ensure(op: string, runs: number, exact: () => { own: number; extra: number }): void {
-    if (this.limit - this.#others - (2 * runs + 1) - 2 >= MARGIN) return;
+  ensure(op: string, runs: number, exact: () => { own: number; extra: number }, slack = 0): void {
+    if (this.roomy(2 * runs + 1 + slack)) return;
     const { own, extra } = exact();
     if (extra === 0) return;
     this.refresh();
@@ -77,6 +77,11 @@ export class VmaBudget {
         `${op}: would need up to ${extra} more VMAs, but the process has ${this.#others + own} of at most ${this.limit} (${this.limitSource}); detach something or raise the limit`,
       );
     }
+  }
+
+  /** The fast path of `ensure`: whether a region of at most `regionBound` VMAs can take any change without counting. */
+  roomy(regionBound: number): boolean {
+    return this.limit - this.#others - regionBound - 2 >= MARGIN;
   }
 
   /** Whether the process is (nearly) out of VMAs now: used to name an ENOMEM from mmap (false if it cannot tell). */

@@ -1,5 +1,5 @@
 import { expect } from 'chai';
-import { EsbController, PageSource, type RemapErrorCode } from 'xive-remap';
+import { DEFAULT_VMA_SLACK, EsbController, PageSource, type RemapErrorCode } from 'xive-remap';
 import { FakePassthroughDevice, FakeXiveDevice, readStamp } from 'xive-remap/native-stubs';
 import { O_RDONLY, realNative } from '../src/internal.js';
 import { expectBackingMatchesMemory, expectRemapError, expectStamps, regionVmas } from './helpers.js';
@@ -29,8 +29,11 @@ for (const unmergeable of [false, true]) {
     });
 
     function expectVmaBound(): void {
-      const runs = esb.stats().runs;
-      expect(regionVmas(esb).length).to.be.at.most(2 * runs + 1);
+      const { runs, vmas, vmaBound } = esb.stats();
+      expect(vmaBound).to.equal(2 * runs + 1 + (unmergeable ? DEFAULT_VMA_SLACK : 0));
+      expect(regionVmas(esb).length).to.be.at.most(vmas);
+      expect(vmas).to.be.at.most(vmaBound);
+      if (runs === 0) expect(regionVmas(esb).length, 'one VMA with no run').to.equal(1);
     }
 
     it('maps every IPI page once, as one VMA, readable through the region', () => {

@@ -22,6 +22,29 @@ describe('model-based random testing', () => {
     });
   }
 
+  // Small slacks make the amortized VMA bound's compaction (a detach that maps back its whole gap) frequent.
+  for (const vmaSlack of [0, 2, 6]) {
+    const config: ModelConfig = { nrIrqs: 64, unmergeable: true, vmaSlack };
+    it(`${OPS} random ops with mmap faults on a never-merging device with vmaSlack ${vmaSlack} agree with the model, VMAs ≤ 2 × runs + 1 + ${vmaSlack} after each`, () => {
+      const stats = runSeed(config, { seed: SEED + 10 + vmaSlack, ops: OPS, faultRate: 0.05, timeMs: 20_000 });
+      expect(stats.ops).to.equal(OPS);
+      expect(stats.faults).to.be.greaterThan(20);
+    });
+  }
+
+  it('predicts an own-pages detach on a never-merging device, and the whole gap once the slack is used up or the table empties', () => {
+    const pages = (host: number) => ({ pt: 1, host, via: 'pages' as const });
+    const u = new Model(32, /* mergeable */ false, /* slack */ 2);
+    for (const irq of [4, 8, 12]) u.apply({ op: 'attach', irq, src: pages(irq) });
+    u.apply({ op: 'detach', irq: 8 }); // own pages: boundaries at 8 and 9 go stale
+    expect([...u.stale].sort((a, b) => a - b)).to.deep.equal([8, 9]);
+    expect(u.vmaBound()).to.equal(2 * 2 + 1 + 2);
+    u.apply({ op: 'detach', irq: 4 }); // would make 4 stale boundaries > 2: the whole gap [0, 12)
+    expect([...u.stale]).to.deep.equal([]);
+    u.apply({ op: 'detach', irq: 12 }); // empties the table: the whole region
+    expect([...u.stale]).to.deep.equal([]);
+  });
+
   it('generates the same ops from the same seed, and different ones from another', () => {
     const config: ModelConfig = { nrIrqs: 64, unmergeable: false };
     expect(generate(config, 7, 200, { faultRate: 0.1 })).to.deep.equal(generate(config, 7, 200, { faultRate: 0.1 }));

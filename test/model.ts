@@ -21,7 +21,7 @@
  *   reproduction(...)               that list printed as a mocha test calling `replay`
  */
 import { readFileSync, readdirSync } from 'node:fs';
-import { EsbController, NativeError, PageSource, RemapError, type RemapErrorCode } from 'xive-remap';
+import { DEFAULT_VMA_SLACK, EsbController, NativeError, PageSource, RemapError, type RemapErrorCode } from 'xive-remap';
 import { FakePassthroughDevice, FakeXiveDevice, FaultyNative, readStamp, type FaultSpec } from 'xive-remap/native-stubs';
 import { mapsIn, parseMaps, realNative, type MapsEntry } from '../src/internal.js';
 
@@ -68,6 +68,8 @@ export interface ModelConfig {
   readonly unmergeable: boolean;
   /** A fault armed under the harness from the start (tests of the tests: e.g. a `skip`ped mmap). */
   readonly sabotage?: FaultSpec;
+  /** `OpenOptions.vmaSlack` (K of the amortized VMA bound on never-merging devices); default DEFAULT_VMA_SLACK. */
+  readonly vmaSlack?: number;
 }
 
 /** Host interrupts of each fake passthrough device. */
@@ -139,6 +141,8 @@ export class Model {
   readonly slots: (Slot | undefined)[];
   /** [first, end) broken by a failed restore; every change is refused while set. */
   degraded: readonly [number, number] | null = null;
+  /** Never-merging devices: VMA boundaries inside IPI gaps that own-pages detaches left (the controller's StaleBoundaries). */
+  readonly stale = new Set<number>();
   #nextRun = 0;
 
   constructor(
@@ -146,8 +150,19 @@ export class Model {
     readonly nrIrqs: number,
     /** Whether the device's mappings merge (decides how much a change remaps). */
     readonly mergeable: boolean,
+    /** K of the amortized VMA bound (never-merging devices). */
+    readonly slack = DEFAULT_VMA_SLACK,
   ) {
     this.slots = new Array<Slot | undefined>(nrIrqs).fill(undefined);
+  }
+
+  /** The most VMAs the region may have now (invariant 5). */
+  vmaBound(): number {
+    return 2 * this.runs() + 1 + (this.mergeable ? 0 : this.slack);
+  }
+
+  #forgetStale(a: number, b: number): void {
+    for (const p of [...this.stale]) if (p >= a && p <= b) this.stale.delete(p);
   }
 
   /** Number of controller runs the table must have. */
@@ -183,6 +198,7 @@ export class Model {
     if (op.op === 'reopen') {
       this.slots.fill(undefined);
       this.degraded = null;
+      this.stale.clear();
       return { outcome: { ok: true, value: undefined }, faulted: false, touched: all };
     }
     const [first, count] = op.op === 'attach' || op.op === 'detach' ? [op.irq, 1] : [op.first, op.count];
@@ -196,6 +212,7 @@ export class Model {
       if (op.src.via === 'closed' || (op.src.count ?? count) !== count) return fail('E_SOURCE');
       if (this.attachedIn(first, last).length > 0) return fail('E_ALREADY_ATTACHED');
       if (op.fault) return this.#faulted(op.fault, 'attach', first, last, touched);
+      if (!this.mergeable) this.#forgetStale(first, last);
       const run = this.#nextRun++;
       for (let i = 0; i < count; i++) {
         const host = op.src.host + i;
@@ -206,8 +223,15 @@ export class Model {
     }
     const hit = this.attachedIn(first, last);
     if (hit.length > 0 && op.fault) return this.#faulted(op.fault, 'detach', first, last, touched);
-    // A detach remaps more than the range on a never-merging device (the whole IPI gap): check it all.
+    // A detach may remap more than the range on a never-merging device (the whole IPI gap): check it all.
     const wide = hit.length > 0 ? union(touched, this.#remapped('detach', first, last)) : touched;
+    if (hit.length > 0 && !this.mergeable) {
+      const [from, to] = this.#detachMaps(first, last);
+      const [g0, g1] = this.#remapped('detach', first, last);
+      this.#forgetStale(from, to);
+      if (from > g0) this.stale.add(from);
+      if (to < g1) this.stale.add(to);
+    }
     for (const i of hit) this.slots[i] = undefined;
     return { outcome: { ok: true, value: op.op === 'detach' ? hit.length > 0 : hit.length }, faulted: false, touched: wide };
   }
@@ -217,6 +241,32 @@ export class Model {
    * its own mmap maps): the range itself, a detach's attached span on a merging device, or the
    * whole IPI gap around it on a never-merging one (remapped whole to keep one VMA).
    */
+  /**
+   * What a detach of [first, last) (which hits something) maps: on a never-merging device the
+   * interrupts' own span [a, b), unless that leaves more than `slack` stale boundaries or no run at
+   * all: then the whole IPI gap. On a merging device, [a, b).
+   */
+  #detachMaps(first: number, last: number): [number, number] {
+    const hit = this.attachedIn(first, last);
+    const own: [number, number] = [hit[0] as number, (hit[hit.length - 1] as number) + 1];
+    if (this.mergeable) return own;
+    const [a, b] = own;
+    const [g0, g1] = this.#remapped('detach', first, last);
+    let stale = Number(a > g0) + Number(b < g1);
+    for (const p of this.stale) if (p <= a || p >= b) stale++;
+    const empty = this.attachedIn(0, this.nrIrqs).length === hit.length;
+    return stale > this.slack || empty ? [g0, g1] : own;
+  }
+
+  /**
+   * What a failed change's restore maps back: `#remapped`, except a detach on a never-merging
+   * device, whose restore covers what its own mmap covered (its interrupts' span, or the whole gap).
+   */
+  #restored(kind: 'attach' | 'detach', first: number, last: number): [number, number] {
+    if (kind === 'attach' || this.mergeable) return this.#remapped(kind, first, last);
+    return this.#detachMaps(first, last);
+  }
+
   #remapped(kind: 'attach' | 'detach', first: number, last: number): [number, number] {
     if (kind === 'detach' && this.mergeable) {
       const hit = this.attachedIn(first, last);
@@ -237,11 +287,11 @@ export class Model {
    * their span); with no page gone the region is unchanged (E_MAP).
    */
   #faulted(fault: FaultPlan, kind: 'attach' | 'detach', first: number, last: number, touched: [number, number]): Expectation {
-    const remapped = this.#remapped(kind, first, last);
+    const remapped = this.#restored(kind, first, last);
     const span = touched;
     if (fault.restore) {
-      // The op's own mmap: an attach maps [first, last); a detach maps what it remaps.
-      const own: [number, number] = kind === 'attach' ? [first, last] : remapped;
+      // The op's own mmap: an attach maps [first, last); a detach maps its own span or the whole gap.
+      const own: [number, number] = kind === 'attach' ? [first, last] : this.#detachMaps(first, last);
       // The restore's first mmap: from `remapped[0]` to the next change of backing (IPI or one run).
       const [from, to] = remapped;
       const at = this.slots[from];
@@ -252,6 +302,8 @@ export class Model {
       if (fault.restore.hole) gone.push([from, r0]);
       if (gone.length > 0) this.degraded = gone.reduce((a, b) => union(a, b));
     }
+    // A restore that worked mapped [from, to) piece by piece: only run edges are boundaries there.
+    if (!fault.restore && !this.mergeable) this.#forgetStale(remapped[0], remapped[1]);
     const code = this.degraded ? 'E_DEGRADED' : 'E_MAP';
     return { outcome: { ok: false, code }, faulted: true, touched: union(span, remapped) };
   }
@@ -272,7 +324,7 @@ const ERRNOS = ['ENOMEM', 'EINVAL', 'EBADF', 'EAGAIN'] as const;
 /** `n` random ops for `config` from `seed`, each picked for the model state it will meet. */
 export function generate(config: ModelConfig, seed: number, n: number, options: GenerateOptions = {}): Op[] {
   const rng = new Rng(seed);
-  const model = new Model(config.nrIrqs, !config.unmergeable);
+  const model = new Model(config.nrIrqs, !config.unmergeable, config.vmaSlack);
   const nr = config.nrIrqs;
   const ops: Op[] = [];
   let a: number[] = []; // the attached interrupts, refreshed once per op
@@ -464,7 +516,7 @@ class Harness {
     this.dev = FakeXiveDevice.create({ nrIrqs: config.nrIrqs, unmergeable: config.unmergeable, native: this.f });
     this.devIno = realNative.fstat(this.dev.fd).ino;
     for (const id of PT_IDS) this.pts.set(id, FakePassthroughDevice.create({ nrIrqs: PT_IRQS, id, native: this.f }));
-    this.esb = EsbController.open(this.dev, { native: this.f });
+    this.esb = EsbController.open(this.dev, { native: this.f, vmaSlack: this.config.vmaSlack });
     if (config.sabotage) (inner as FaultyNative).inject(config.sabotage);
   }
 
@@ -496,7 +548,7 @@ class Harness {
       const { userspaceAddr: a, size } = this.esb.memslot;
       this.esb.close();
       this.leftMapped = mapsIn(realNative.readMaps(), a, a + size).some((m) => m.inode === this.devIno);
-      this.esb = EsbController.open(this.dev, { native: this.f });
+      this.esb = EsbController.open(this.dev, { native: this.f, vmaSlack: this.config.vmaSlack });
       return { ok: true, value: undefined };
     }
     const src = op.op === 'attach' ? this.source(op.src, 1) : op.op === 'attachRange' ? this.source(op.src, op.count) : undefined;
@@ -545,7 +597,13 @@ function check(h: Harness, model: Model, irqs: Iterable<number>, memslot: EsbCon
   if (runs !== model.runs()) return `the controller has ${runs} runs, the model ${model.runs()}`;
   if (!d) {
     const vmas = mapsIn(maps, memslot.userspaceAddr, memslot.userspaceAddr + memslot.size).length;
-    if (vmas > 2 * runs + 1) return `${vmas} VMAs in the region, more than 2 × ${runs} runs + 1 (invariant 5)`;
+    const bound = model.vmaBound();
+    if (vmas > bound) return `${vmas} VMAs in the region, more than 2 × ${runs} runs + 1${model.mergeable ? '' : ` + ${model.slack}`} = ${bound} (invariant 5)`;
+    if (runs === 0 && vmas !== 1) return `${vmas} VMAs in a region with no run, not 1 (invariant 5)`;
+    const st = esb.stats();
+    if (st.vmaBound !== bound) return `esb.stats().vmaBound is ${st.vmaBound}, the model says ${bound}`;
+    if (vmas > st.vmas) return `${vmas} VMAs in the region, more than the controller's count ${st.vmas}`;
+    if (!model.mergeable && st.vmas - (2 * runs + 1) > model.stale.size) return `the controller counts ${st.vmas} VMAs, the model at most 2 × ${runs} + 1 + ${model.stale.size} stale boundaries`;
   }
   const bpi = esb.geometry.bytesPerIrq;
   for (const irq of irqs) {
@@ -585,7 +643,7 @@ function check(h: Harness, model: Model, irqs: Iterable<number>, memslot: EsbCon
 export function replay(config: ModelConfig, ops: readonly Op[], options: ReplayOptions = {}): ReplayStats {
   const fds = openFds();
   const stats: ReplayStats = { ops: 0, errors: {}, faults: 0 };
-  const model = new Model(config.nrIrqs, !config.unmergeable);
+  const model = new Model(config.nrIrqs, !config.unmergeable, config.vmaSlack);
   const sampler = new Rng(ops.length * 7919 + config.nrIrqs);
   const h = new Harness(config);
   let i = 0;
@@ -693,7 +751,7 @@ export function shrink(config: ModelConfig, ops: readonly Op[], failure: ModelFa
 
 /** A failing op list as a mocha test: what the failure report prints. */
 export function reproduction(config: ModelConfig, ops: readonly Op[], failure: ModelFailure, title: string): string {
-  const cfg = lit({ nrIrqs: config.nrIrqs, unmergeable: config.unmergeable, sabotage: config.sabotage });
+  const cfg = lit({ nrIrqs: config.nrIrqs, unmergeable: config.unmergeable, sabotage: config.sabotage, vmaSlack: config.vmaSlack });
   const lines = ops.map((op) => `    ${opLiteral(op)}, // ${opCall(op)}`);
   return [
     `// ${title}`,

@@ -6,6 +6,7 @@ import { fileURLToPath } from 'node:url';
 import { setFlagsFromString } from 'node:v8';
 import { runInNewContext } from 'node:vm';
 import {
+  DEFAULT_VMA_SLACK,
   EsbController,
   NativeError,
   TRACE_CHANNELS,
@@ -540,12 +541,12 @@ for (const unmergeable of [false, true]) {
         esb.attach(0, pt2.pages(5));
         esb.pin(10, h);
         const s = esb.stats();
-        expect(s).to.deep.equal({ operations: 4, failures: 0, syscalls: 5, runs: 4, vmas: 7, notifiers: 1, pins: 1 });
+        expect(s).to.deep.equal({ operations: 4, failures: 0, syscalls: 5, runs: 4, vmas: 7, vmaBound: 9 + (unmergeable ? DEFAULT_VMA_SLACK : 0), notifiers: 1, pins: 1 });
         expect(regionVmas(esb).length).to.equal(s.vmas);
         expectRemapError(() => esb.detach(10), 'E_PINNED');
         expect(esb.stats()).to.include({ operations: 4, failures: 1, syscalls: 5 });
         expect(esb.detach(21)).to.equal(true); // splits the run: [20], [22]
-        expect(esb.stats()).to.deep.equal({ operations: 5, failures: 1, syscalls: 6, runs: 5, vmas: 9, notifiers: 1, pins: 1 });
+        expect(esb.stats()).to.deep.equal({ operations: 5, failures: 1, syscalls: 6, runs: 5, vmas: 9, vmaBound: 11 + (unmergeable ? DEFAULT_VMA_SLACK : 0), notifiers: 1, pins: 1 });
         expect(regionVmas(esb).length).to.equal(esb.stats().vmas);
       });
 

@@ -3,7 +3,7 @@
  * its interrupts, so `cut`'s pieces can be checked by value.
  */
 import { expect } from 'chai';
-import { RunTable, type Run } from '../src/run-table.js';
+import { RunTable, StaleBoundaries, type Run } from '../src/run-table.js';
 
 const NR = 64;
 /** A table from [first, count] pairs; each run's source is `s<first>`. */
@@ -23,13 +23,6 @@ describe('RunTable', () => {
     for (const [what, runs] of bad) it(`refuses ${what}`, () => expect(() => table(...runs)).to.throw(RangeError));
     it('accepts adjacent runs and runs at both ends', () => expect(spans(table([0, 2], [2, 3], [60, 4]))).to.deep.equal([[0, 2], [2, 3], [60, 4]]));
     it('refuses a table of no interrupt', () => expect(() => RunTable.empty(0)).to.throw(RangeError));
-    it('copies and freezes what it was given', () => {
-      const runs: Run<string>[] = [{ first: 1, count: 1, source: 'x' }];
-      const t = RunTable.from(runs, NR);
-      runs.push({ first: 5, count: 1, source: 'y' });
-      expect(t.length).to.equal(1);
-      expect(Object.isFrozen(t.runs)).to.equal(true);
-    });
   });
 
   describe('queries', () => {
@@ -84,11 +77,14 @@ describe('RunTable', () => {
   });
 
   describe('insert', () => {
-    it('adds a run in order and leaves the old table as it was', () => {
+    it('adds a run in order, in place', () => {
       const t = table([4, 4], [20, 8]);
-      const u = t.insert({ first: 10, count: 2, source: 'n' });
-      expect(spans(u)).to.deep.equal([[4, 4], [10, 2], [20, 8]]);
-      expect(spans(t)).to.deep.equal([[4, 4], [20, 8]]);
+      t.insert({ first: 10, count: 2, source: 'n' });
+      expect(spans(t)).to.deep.equal([[4, 4], [10, 2], [20, 8]]);
+      t.insert({ first: 0, count: 1, source: 'm' });
+      t.insert({ first: 63, count: 1, source: 'z' });
+      expect(spans(t)).to.deep.equal([[0, 1], [4, 4], [10, 2], [20, 8], [63, 1]]);
+      expect(() => RunTable.from(t.runs, NR), 'the result keeps the invariant').to.not.throw();
     });
     const refused: [number, number][] = [
       [3, 2],
@@ -97,36 +93,85 @@ describe('RunTable', () => {
       [62, 4],
       [30, 0],
     ];
-    for (const [first, count] of refused) it(`refuses [${first}, ${first + count})`, () => expect(() => table([4, 4], [20, 8]).insert({ first, count, source: 'n' })).to.throw(RangeError));
+    for (const [first, count] of refused) {
+      it(`refuses [${first}, ${first + count}) and stays as it was`, () => {
+        const t = table([4, 4], [20, 8]);
+        expect(() => t.insert({ first, count, source: 'n' })).to.throw(RangeError);
+        expect(spans(t)).to.deep.equal([[4, 4], [20, 8]]);
+      });
+    }
+    it('from() copies what it was given; snapshot() is a frozen copy', () => {
+      const runs: Run<string>[] = [{ first: 1, count: 1, source: 'x' }];
+      const t = RunTable.from(runs, NR);
+      runs.push({ first: 5, count: 1, source: 'y' });
+      expect(t.length).to.equal(1);
+      const snap = t.snapshot();
+      t.insert({ first: 9, count: 1, source: 'z' });
+      expect(Object.isFrozen(snap)).to.equal(true);
+      expect(snap.map((r) => r.first)).to.deep.equal([1]);
+    });
   });
 
   describe('cut', () => {
     const piece = (r: Run<string>, skip: number, count: number): string => `${r.source}+${skip}x${count}`;
-    const cases: [string, [number, number], [number, number][], [number, number][], string[], number][] = [
-      ['nothing overlaps', [0, 4], [], [], [], 0],
-      ['a whole run', [4, 8], [[20, 8]], [], [], 4],
-      ['the middle of a run', [22, 24], [[4, 4], [20, 2], [24, 4]], [[20, 2], [24, 4]], ['s20+0x2', 's20+4x4'], 2],
-      ['the head of a run', [0, 6], [[6, 2], [20, 8]], [[6, 2]], ['s4+2x2'], 2],
-      ['the tail of one run and the head of the next', [6, 22], [[4, 2], [22, 6]], [[4, 2], [22, 6]], ['s4+0x2', 's20+2x6'], 4],
-      ['everything', [0, 64], [], [], [], 12],
+    const cases: [string, [number, number], [number, number][], string[], string[], number][] = [
+      ['nothing overlaps', [0, 4], [[4, 4], [20, 8]], ['s4', 's20'], [], 0],
+      ['a whole run', [4, 8], [[20, 8]], ['s20'], ['s4'], 4],
+      ['the middle of a run', [22, 24], [[4, 4], [20, 2], [24, 4]], ['s4', 's20+0x2', 's20+4x4'], ['s20'], 2],
+      ['the head of a run', [0, 6], [[6, 2], [20, 8]], ['s4+2x2', 's20'], ['s4'], 2],
+      ['the tail of one run and the head of the next', [6, 22], [[4, 2], [22, 6]], ['s4+0x2', 's20+2x6'], ['s4', 's20'], 4],
+      ['everything', [0, 64], [], [], ['s4', 's20'], 12],
     ];
-    for (const [what, [a, b], after, keptSpans, keptSources, restored] of cases) {
-      it(`cuts ${what}`, () => {
+    for (const [what, [a, b], after, sources, dropped, restored] of cases) {
+      it(`cuts ${what}, in place`, () => {
         const t = table([4, 4], [20, 8]);
-        const c = t.cut(a, b, piece);
-        if (restored === 0) {
-          expect(c).to.equal(null);
-          return;
-        }
-        expect(c).to.not.equal(null);
-        const { table: u, kept, restored: n } = c as NonNullable<typeof c>;
-        expect(spans(u)).to.deep.equal(after);
-        expect(kept.map((r) => [r.first, r.count])).to.deep.equal(keptSpans);
-        expect(kept.map((r) => r.source)).to.deep.equal(keptSources);
+        const gone: string[] = [];
+        const made: string[] = [];
+        const n = t.cut(a, b, (r, skip, count) => {
+          expect(gone, 'pieces are made before any run is dropped').to.deep.equal([]);
+          const p = piece(r, skip, count);
+          made.push(p);
+          return p;
+        }, (r) => gone.push(r.source));
         expect(n).to.equal(restored);
-        expect(() => RunTable.from(u.runs, NR), 'the result keeps the invariant').to.not.throw();
-        expect(spans(t), 'the old table is unchanged').to.deep.equal([[4, 4], [20, 8]]);
+        expect(spans(t)).to.deep.equal(after);
+        expect(t.runs.map((r) => r.source)).to.deep.equal(sources);
+        expect(gone).to.deep.equal(dropped);
+        expect(made).to.deep.equal(sources.filter((x) => x.includes('+')));
+        expect(() => RunTable.from(t.runs, NR), 'the result keeps the invariant').to.not.throw();
       });
     }
+    it('cuts three runs into two pieces (shrinks) and one run into two (grows)', () => {
+      const t = table([2, 2], [6, 2], [10, 4]);
+      t.cut(3, 12, piece);
+      expect(spans(t)).to.deep.equal([[2, 1], [12, 2]]);
+      t.cut(12, 13, piece);
+      t.insert({ first: 5, count: 2, source: 'n' });
+      t.cut(5, 6, piece);
+      expect(spans(t)).to.deep.equal([[2, 1], [6, 1], [13, 1]]);
+    });
+  });
+});
+
+describe('StaleBoundaries', () => {
+  it('keeps positions sorted and unique, removes by closed range, counts by closed range', () => {
+    const s = new StaleBoundaries();
+    for (const p of [9, 3, 5, 3, 12]) s.add(p);
+    expect(s.list()).to.deep.equal([3, 5, 9, 12]);
+    const counts: [number, number, number][] = [
+      [0, 2, 0],
+      [3, 3, 1],
+      [3, 9, 3],
+      [4, 8, 1],
+      [10, 100, 1],
+      [6, 5, 0],
+    ];
+    for (const [a, b, n] of counts) expect(s.countIn(a, b), `countIn(${a}, ${b})`).to.equal(n);
+    s.removeIn(5, 9);
+    expect(s.list()).to.deep.equal([3, 12]);
+    s.removeIn(13, 20);
+    expect(s.size).to.equal(2);
+    s.clear();
+    expect(s.size).to.equal(0);
   });
 });
