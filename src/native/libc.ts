@@ -29,6 +29,7 @@ const c = {
   // Variadic, as the ppc64le ABI requires for ioctl's third argument.
   ioctl: libc.func('int ioctl(int fd, unsigned long request, ...)'),
   getpagesize: libc.func('int getpagesize(void)'),
+  eventfd: libc.func('int eventfd(unsigned int initval, int flags)'),
   peek: libc.func('memcpy', 'uintptr_t', ['void *', 'uintptr_t', 'size_t']),
   poke: libc.func('memcpy', 'uintptr_t', ['uintptr_t', 'void *', 'size_t']),
 };
@@ -146,6 +147,13 @@ export const realNative: NativeLayer = {
     if (addr % 8n !== 0n) throw new RangeError(`loadBe64: address ${hex(addr)} is not 8-byte aligned`);
     // koffi's decode of a fixed 8-byte integer is one load instruction (memcpy of a constant 8 bytes).
     return BigInt(koffi.decode.uint64be(addr) as number | bigint);
+  },
+
+  eventfd(initval, flags) {
+    count('eventfd');
+    const fd = c.eventfd(initval, flags) as number;
+    if (fd < 0) fail('eventfd', `initval ${initval} flags 0x${flags.toString(16)}`);
+    return fd;
   },
 
   readMaps(pid?: number): MapsEntry[] {

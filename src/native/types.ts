@@ -29,6 +29,10 @@ export const O_WRONLY = 1;
 export const O_RDWR = 2;
 /** Close on exec. */
 export const O_CLOEXEC = 0o2000000;
+/** eventfd(2) flag: close on exec (O_CLOEXEC on every architecture we support). */
+export const EFD_CLOEXEC = 0o2000000;
+/** eventfd(2) flag: reads of a zero counter fail with EAGAIN instead of blocking (O_NONBLOCK: 0o4000 on x86, arm64 and powerpc). */
+export const EFD_NONBLOCK = 0o4000;
 
 /** What fstat says about an fd, as far as the library cares. */
 export interface FileStat {
@@ -98,6 +102,11 @@ export interface NativeLayer {
    * memcpy, which may split the copy into smaller loads). Optional: stand-in layers may omit it.
    */
   loadBe64?(addr: bigint): bigint;
+  /**
+   * eventfd(2); returns the fd. What a VMM hands VFIO (VFIO_DEVICE_SET_IRQS) and KVM (KVM_IRQFD) to
+   * route a device's MSI to a guest. Optional: stand-in layers may omit it.
+   */
+  eventfd?(initval: number, flags: number): number;
   /** The VMAs of a process, parsed from /proc/PID/maps (default: this process). */
   readMaps(pid?: number): MapsEntry[];
   /** Record that the library owns [addr, addr+length): MAP_FIXED is allowed there. */
