@@ -34,3 +34,4 @@ export {
   type SpaprTceInfo,
   type PciFunction,
 } from './vfio-device.js';
+export { XiveEventQueue, sourceConfigValue, packXiveEq, decodeEqEntries, type EqEntry, type XiveEventQueueOptions } from './xive-eq.js';

@@ -18,6 +18,9 @@ import {
   drainEventfd,
   packIrqSet,
   packVfioArg,
+  decodeEqEntries,
+  packXiveEq,
+  sourceConfigValue,
 } from '../native-stubs/index.js';
 import { kvmUnusable } from './kvm-fixtures.js';
 
@@ -198,5 +201,43 @@ describe('VFIO harness: eventfd and KVM_IRQFD on this host', () => {
       vm.close();
       sys.close();
     }
+  });
+});
+
+describe('XIVE event queue harness: SOURCE_CONFIG values, kvm_ppc_xive_eq, queue entries', () => {
+  it('encodes SOURCE_CONFIG: priority bits 0-2, server from bit 3, masked bit 32, EISN from bit 33', () => {
+    const cases: [number, number, number, boolean, bigint][] = [
+      [0, 5, 0x1234, false, 5n | (0x1234n << 33n)],
+      [0, 5, 0, true, 5n | (1n << 32n)],
+      [3, 6, 1, false, 6n | (3n << 3n) | (1n << 33n)],
+      [0, 0, 0x7fffffff, false, 0x7fffffffn << 33n],
+    ];
+    for (const [server, prio, eisn, masked, want] of cases) expect(sourceConfigValue(server, prio, eisn, masked), `${server}/${prio}/${eisn}/${masked}`).to.equal(want);
+    expect(() => sourceConfigValue(0, 8, 0)).to.throw(RangeError, /priority 8/);
+    expect(() => sourceConfigValue(0, 5, 2 ** 31)).to.throw(RangeError, /EISN/);
+  });
+
+  it('packs kvm_ppc_xive_eq as u32 flags, u32 qshift, u64 qaddr, u32 qtoggle, u32 qindex, 40 bytes of padding', () => {
+    for (const le of [true, false]) {
+      const b = Buffer.from(packXiveEq({ flags: 1, qshift: 16, qaddr: 0x10000n, qtoggle: 1, qindex: 3 }, le));
+      const u32 = (at: number): number => (le ? b.readUInt32LE(at) : b.readUInt32BE(at));
+      expect([b.length, u32(0), u32(4), u32(16), u32(20)]).to.deep.equal([64, 1, 16, 1, 3]);
+      expect(le ? b.readBigUInt64LE(8) : b.readBigUInt64BE(8)).to.equal(0x10000n);
+      expect(b.subarray(24).every((x) => x === 0)).to.equal(true);
+    }
+  });
+
+  it('reads queue entries (big-endian words, generation bit 31) up to the first unwritten word', () => {
+    const page = Buffer.alloc(32);
+    expect(decodeEqEntries(page)).to.deep.equal([]);
+    page.writeUInt32BE(0x80001234, 0);
+    page.writeUInt32BE(0x80000020, 4);
+    page.writeUInt32BE(0x00000005, 8); // generation 0: not written on this pass
+    page.writeUInt32BE(0x80000007, 12);
+    expect(decodeEqEntries(page)).to.deep.equal([
+      { generation: 1, eisn: 0x1234 },
+      { generation: 1, eisn: 0x20 },
+    ]);
+    expect(decodeEqEntries(page, 1)).to.have.length(1);
   });
 });
