@@ -18,7 +18,7 @@
  */
 import { RemapError } from '../src/errors.js';
 import { KVM_DEV_XIVE, type XiveKvmDevice } from '../src/devices/xive-kvm.js';
-import { KVM_CAP, KvmDevice, UserMemory, hex, unwind, type KvmVcpu, type KvmVm, type Memslot, type MemslotTable } from '../src/kvm/index.js';
+import { KVM_CAP, KVM_DEV_TYPE, KvmDevice, UserMemory, hex, unwind, type KvmVcpu, type KvmVm, type Memslot, type MemslotTable } from '../src/kvm/index.js';
 import { HOST_LITTLE_ENDIAN } from '../src/kvm/structs.js';
 import { realNative, type NativeLayer } from '../src/native/index.js';
 
@@ -28,8 +28,6 @@ export const KVM_XIVE_SOURCE = Object.freeze({ PRIORITY_SHIFT: 0n, SERVER_SHIFT:
 export const KVM_XIVE_EQ = Object.freeze({ PRIORITY_SHIFT: 0n, SERVER_SHIFT: 3n, ALWAYS_NOTIFY: 1 });
 /** `struct kvm_ppc_xive_eq`: u32 flags, u32 qshift, u64 qaddr, u32 qtoggle, u32 qindex, u8 pad[40]. */
 export const SIZEOF_XIVE_EQ = 64;
-/** The u64 KVM_CAP_PPC_IRQ_XIVE is enabled with on a vCPU (args: device fd, server). */
-const KVM_CAP_PPC_IRQ_XIVE = KVM_CAP.PPC_IRQ_XIVE;
 
 /** The SOURCE_CONFIG value routing a source to (server, priority) with an EISN, or masking it. */
 export function sourceConfigValue(server: number, priority: number, eisn: number, masked = false): bigint {
@@ -124,12 +122,19 @@ export class XiveEventQueue {
     const undo: (() => void)[] = [];
     try {
       // A KvmDevice over our own duplicate of the device fd, for the attribute ioctls.
-      const dev = new KvmDevice(native, native.dupCloexec(o.device.fd), 9);
+      const fd = native.dupCloexec(o.device.fd);
+      let dev: KvmDevice;
+      try {
+        dev = new KvmDevice(native, fd, KVM_DEV_TYPE.XIVE);
+      } catch (e) {
+        native.close(fd);
+        throw e;
+      }
       undo.push(() => dev.close());
       const vcpu = o.vm.createVcpu(o.server);
       undo.push(() => vcpu.close());
       vcpu.enableCap(KVM_CAP.PPC_PAPR); // first: see the module comment
-      vcpu.enableCap(KVM_CAP_PPC_IRQ_XIVE, [BigInt(dev.fd), BigInt(o.server)]);
+      vcpu.enableCap(KVM_CAP.PPC_IRQ_XIVE, [BigInt(dev.fd), BigInt(o.server)]); // args: device fd, server
       const page = UserMemory.map(native, size, `XIVE EQ page of server ${o.server}`);
       undo.push(() => page.close());
       const slot = o.slots.add({ guestPhysAddr: o.guestPhysAddr, size, userspaceAddr: page.addr });

@@ -153,6 +153,34 @@ describe('VFIO harness: VfioDevice.open (canned ppc64 native layer)', () => {
     expect(quiet.opened).to.deep.equal([]);
   });
 
+  it('refuses region accesses outside the region before any read or write, and everything after close()', () => {
+    const native = canned();
+    const writes: bigint[] = [];
+    native.pwrite = (_fd, data, offset) => (writes.push(offset), data.byteLength);
+    const t64 = kvmIoctls('ppc64');
+    const ioctl = native.ioctl.bind(native);
+    native.ioctl = (fd, request, arg) => {
+      const r = ioctl(fd, request, arg);
+      if (request === t64.VFIO_DEVICE_GET_REGION_INFO && arg instanceof Uint8Array) {
+        const v = new DataView(arg.buffer);
+        v.setBigUint64(16, 0x100n, true); // a 256-byte region ...
+        v.setBigUint64(24, 7n << 40n, true); // ... at the config region's file offset
+      }
+      return r;
+    };
+    const dev = VfioDevice.open({ group: 0, bdf: '0000:01:00.0', native });
+    for (const [offset, length] of [[-4, 4], [0x100, 4], [0xfe, 4], [1.5, 2], [0, 0]] as const) {
+      expect(() => dev.read(7, offset, length), `${offset}+${length}`).to.throw(RangeError, /outside region 7/);
+      if (length > 0) expect(() => dev.write(7, offset, new Uint8Array(length)), `${offset}+${length}`).to.throw(RangeError, /outside region 7/);
+    }
+    expect(writes).to.deep.equal([]);
+    dev.write(7, 4, new Uint8Array(2));
+    expect(writes).to.deep.equal([(7n << 40n) + 4n]);
+    dev.close();
+    expect(() => dev.regionInfo(0)).to.throw(RemapError, /closed/);
+    expect(() => dev.setMsi([3])).to.throw(RemapError, /closed/);
+  });
+
   it('says why VFIO is not usable on a host without /dev/vfio/vfio', function () {
     const why = VfioDevice.usable();
     if (why === null) this.skip(); // this host has VFIO: nothing to check here
