@@ -23,13 +23,13 @@ const c = {
   memfd_create: libc.func('int memfd_create(const char *name, unsigned int flags)'),
   ftruncate: libc.func('int ftruncate(int fd, int64_t length)'),
   fcntl: libc.func('int fcntl(int fd, int cmd, ...)'),
+  eventfd: libc.func('int eventfd(unsigned int initval, int flags)'),
   open: libc.func('int open(const char *path, int flags, ...)'),
   close: libc.func('int close(int fd)'),
   pwrite: libc.func('intptr_t pwrite(int fd, const void *buf, size_t count, int64_t offset)'),
   // Variadic, as the ppc64le ABI requires for ioctl's third argument.
   ioctl: libc.func('int ioctl(int fd, unsigned long request, ...)'),
   getpagesize: libc.func('int getpagesize(void)'),
-  eventfd: libc.func('int eventfd(unsigned int initval, int flags)'),
   peek: libc.func('memcpy', 'uintptr_t', ['void *', 'uintptr_t', 'size_t']),
   poke: libc.func('memcpy', 'uintptr_t', ['uintptr_t', 'void *', 'size_t']),
 };
@@ -105,6 +105,13 @@ export const realNative: NativeLayer = {
     return r & O_ACCMODE;
   },
 
+  eventfd(initval, flags) {
+    count('eventfd');
+    const fd = c.eventfd(initval, flags) as number;
+    if (fd < 0) fail('eventfd');
+    return fd;
+  },
+
   open(path, flags) {
     count('open');
     const fd = c.open(path, flags, 'int', 0) as number;
@@ -147,13 +154,6 @@ export const realNative: NativeLayer = {
     if (addr % 8n !== 0n) throw new RangeError(`loadBe64: address ${hex(addr)} is not 8-byte aligned`);
     // koffi's decode of a fixed 8-byte integer is one load instruction (memcpy of a constant 8 bytes).
     return BigInt(koffi.decode.uint64be(addr) as number | bigint);
-  },
-
-  eventfd(initval, flags) {
-    count('eventfd');
-    const fd = c.eventfd(initval, flags) as number;
-    if (fd < 0) fail('eventfd', `initval ${initval} flags 0x${flags.toString(16)}`);
-    return fd;
   },
 
   readMaps(pid?: number): MapsEntry[] {

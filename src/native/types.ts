@@ -21,6 +21,10 @@ export const MAP_FIXED = 0x10;
 export const MAP_ANONYMOUS = 0x20;
 /** memfd_create: close on exec. */
 export const MFD_CLOEXEC = 0x1;
+/** eventfd(2): close on exec (= O_CLOEXEC, the same on x86_64 and ppc64le). */
+export const EFD_CLOEXEC = 0o2000000;
+/** eventfd(2): a read of a zero counter fails with EAGAIN instead of blocking (= O_NONBLOCK, 0o4000 on x86_64 and ppc64le). */
+export const EFD_NONBLOCK = 0o4000;
 /** open(2) access modes (the low two bits of the file status flags). */
 export const O_RDONLY = 0;
 /** Write only. */
@@ -29,10 +33,6 @@ export const O_WRONLY = 1;
 export const O_RDWR = 2;
 /** Close on exec. */
 export const O_CLOEXEC = 0o2000000;
-/** eventfd(2) flag: close on exec (O_CLOEXEC on every architecture we support). */
-export const EFD_CLOEXEC = 0o2000000;
-/** eventfd(2) flag: reads of a zero counter fail with EAGAIN instead of blocking (O_NONBLOCK: 0o4000 on x86, arm64 and powerpc). */
-export const EFD_NONBLOCK = 0o4000;
 
 /** What fstat says about an fd, as far as the library cares. */
 export interface FileStat {
@@ -84,6 +84,11 @@ export interface NativeLayer {
   dupCloexec(fd: number): number;
   /** fcntl(fd, F_GETFL) & O_ACCMODE: O_RDONLY, O_WRONLY or O_RDWR. */
   accessMode(fd: number): number;
+  /**
+   * eventfd(2); returns the fd (what a VMM hands VFIO_DEVICE_SET_IRQS and KVM_IRQFD). Optional:
+   * stand-in layers may omit it.
+   */
+  eventfd?(initval: number, flags: number): number;
   /** open(2) of a path; returns the fd. */
   open(path: string, flags: number): number;
   /** close(2). */
@@ -102,11 +107,6 @@ export interface NativeLayer {
    * memcpy, which may split the copy into smaller loads). Optional: stand-in layers may omit it.
    */
   loadBe64?(addr: bigint): bigint;
-  /**
-   * eventfd(2); returns the fd. What a VMM hands VFIO (VFIO_DEVICE_SET_IRQS) and KVM (KVM_IRQFD) to
-   * route a device's MSI to a guest. Optional: stand-in layers may omit it.
-   */
-  eventfd?(initval: number, flags: number): number;
   /** The VMAs of a process, parsed from /proc/PID/maps (default: this process). */
   readMaps(pid?: number): MapsEntry[];
   /** Record that the library owns [addr, addr+length): MAP_FIXED is allowed there. */
