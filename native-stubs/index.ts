@@ -11,3 +11,27 @@ export { KvmX86Guest } from './kvm-x86-guest.js';
 export type { KvmX86GuestOptions } from './kvm-x86-guest.js';
 export { KvmPpcGuest } from './kvm-ppc-guest.js';
 export type { KvmPpcGuestOptions } from './kvm-ppc-guest.js';
+export {
+  VfioDevice,
+  VFIO_IOMMU,
+  VFIO_PCI_REGION,
+  VFIO_PCI_IRQ,
+  PCI_COMMAND,
+  bindVfioPci,
+  pciFunctions,
+  createEventfd,
+  drainEventfd,
+  packVfioArg,
+  packIrqSet,
+  decodeDeviceInfo,
+  decodeRegionInfo,
+  decodeIrqInfo,
+  decodeSpaprTceInfo,
+  type VfioDeviceOptions,
+  type VfioDeviceInfo,
+  type VfioRegionInfo,
+  type VfioIrqInfo,
+  type SpaprTceInfo,
+  type PciFunction,
+} from './vfio-device.js';
+export { XiveEventQueue, sourceConfigValue, packXiveEq, decodeEqEntries, type EqEntry, type XiveEventQueueOptions } from './xive-eq.js';

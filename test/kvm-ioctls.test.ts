@@ -8,6 +8,8 @@ import {
   KVM_ARCHES,
   KVM_IOCTL_NEEDS,
   POWERPC_IOC,
+  VFIO_BASE,
+  VFIO_TYPE,
   KVM_PPC_MMUV3_GTSE,
   KVM_PPC_MMUV3_RADIX,
   KVM_REG_PPC_LPCR_64,
@@ -28,6 +30,8 @@ import {
   packCreateDevice,
   packDeviceAttr,
   packEnableCap,
+  packIrqfd,
+  KVM_IRQFD_FLAG_DEASSIGN,
   packOneReg,
   packPpcMmuv3Cfg,
   packUserMemoryRegion,
@@ -67,6 +71,23 @@ const KNOWN: Record<KvmArch, Partial<Record<KvmIoctlName, number>>> = {
     KVM_GET_ONE_REG: 0x4010aeab,
     KVM_SET_ONE_REG: 0x4010aeac,
     KVM_GET_STATS_FD: 0xaece,
+    // <linux/kvm.h> and <linux/vfio.h> of this x86_64 host, printed by a C program (gcc).
+    KVM_IRQFD: 0x4020ae76,
+    VFIO_GET_API_VERSION: 0x3b64,
+    VFIO_CHECK_EXTENSION: 0x3b65,
+    VFIO_SET_IOMMU: 0x3b66,
+    VFIO_GROUP_GET_STATUS: 0x3b67,
+    VFIO_GROUP_SET_CONTAINER: 0x3b68,
+    VFIO_GROUP_UNSET_CONTAINER: 0x3b69,
+    VFIO_GROUP_GET_DEVICE_FD: 0x3b6a,
+    VFIO_DEVICE_GET_INFO: 0x3b6b,
+    VFIO_DEVICE_GET_REGION_INFO: 0x3b6c,
+    VFIO_DEVICE_GET_IRQ_INFO: 0x3b6d,
+    VFIO_DEVICE_SET_IRQS: 0x3b6e,
+    VFIO_DEVICE_RESET: 0x3b6f,
+    VFIO_IOMMU_SPAPR_TCE_GET_INFO: 0x3b70,
+    VFIO_IOMMU_ENABLE: 0x3b73,
+    VFIO_IOMMU_DISABLE: 0x3b74,
   },
   ppc64: {
     KVM_GET_API_VERSION: 0x2000ae00,
@@ -87,6 +108,20 @@ const KNOWN: Record<KvmArch, Partial<Record<KvmIoctlName, number>>> = {
     KVM_SET_ONE_REG: 0x8010aeac,
     KVM_PPC_CONFIGURE_V3_MMU: 0x8010aeaf,
     KVM_GET_STATS_FD: 0x2000aece,
+    // The numbers a C program compiled with powerpc64le-linux-gnu-gcc-12 printed inside the emulated
+    // POWER9 (../shared/spikes/vfio-power9/ioctl-numbers-ppc64le.txt).
+    KVM_IRQFD: 0x8020ae76,
+    VFIO_GET_API_VERSION: 0x20003b64,
+    VFIO_CHECK_EXTENSION: 0x20003b65,
+    VFIO_SET_IOMMU: 0x20003b66,
+    VFIO_GROUP_GET_STATUS: 0x20003b67,
+    VFIO_GROUP_SET_CONTAINER: 0x20003b68,
+    VFIO_GROUP_GET_DEVICE_FD: 0x20003b6a,
+    VFIO_DEVICE_GET_INFO: 0x20003b6b,
+    VFIO_DEVICE_GET_REGION_INFO: 0x20003b6c,
+    VFIO_DEVICE_GET_IRQ_INFO: 0x20003b6d,
+    VFIO_DEVICE_SET_IRQS: 0x20003b6e,
+    VFIO_IOMMU_SPAPR_TCE_GET_INFO: 0x20003b70,
   },
   arm64: {
     KVM_CREATE_VM: 0xae01,
@@ -97,6 +132,9 @@ const KNOWN: Record<KvmArch, Partial<Record<KvmIoctlName, number>>> = {
     KVM_RUN: 0xae80,
     KVM_GET_ONE_REG: 0x4010aeab,
     KVM_SET_ONE_REG: 0x4010aeac,
+    KVM_IRQFD: 0x4020ae76,
+    VFIO_GET_API_VERSION: 0x3b64,
+    VFIO_DEVICE_SET_IRQS: 0x3b6e,
   },
 };
 
@@ -157,6 +195,24 @@ describe('KVM ioctl numbers', () => {
   it('knows the host architecture, and refuses one it has no encoding for', () => {
     expect(hostKvmIoctls('ppc64').KVM_RUN).to.equal(0x2000ae80);
     expect(() => hostKvmIoctls('s390x')).to.throw(RemapError, /no KVM ioctl encoding for architecture s390x/);
+  });
+
+  it('encodes every VFIO ioctl as _IO(VFIO_TYPE, VFIO_BASE + n): no size, the architecture only sets the direction field', () => {
+    expect([VFIO_TYPE, VFIO_BASE]).to.deep.equal([0x3b, 100]);
+    for (const arch of KVM_ARCHES) {
+      const t = kvmIoctls(arch);
+      const vfio = Object.keys(t).filter((k) => k.startsWith('VFIO_')) as KvmIoctlName[];
+      expect(vfio.length, arch).to.equal(15);
+      for (const name of vfio) {
+        const n = t[name] as number;
+        expect((n >>> 8) & 0xff, name).to.equal(VFIO_TYPE);
+        expect((n >>> 16) & 0x1fff, `${name} size`).to.equal(0);
+        expect(n & 0xff, name).to.be.within(VFIO_BASE, VFIO_BASE + 16);
+        expect(n >>> 29, `${name} direction on ${arch}`).to.equal(arch === 'ppc64' ? 1 : 0);
+      }
+    }
+    expect(KVM_IOCTL_NEEDS.VFIO_SET_IOMMU).to.match(/VFIO_GROUP_SET_CONTAINER first/);
+    expect(KVM_IOCTL_NEEDS.KVM_IRQFD).to.match(/KVM_CAP_IRQFD/);
   });
 
   it('names exit reasons', () => {
@@ -300,6 +356,23 @@ describe('KVM struct layouts', () => {
     }
     expect(() => encodePpcRegs({ gpr: new Array<bigint>(33).fill(0n) })).to.throw(RangeError);
     expect(() => decodePpcRegs(new Uint8Array(391))).to.throw(RangeError, /392 bytes/);
+  });
+
+  it('packs kvm_irqfd as u32 fd, u32 gsi, u32 flags, u32 resamplefd, 16 bytes of padding', () => {
+    const cases: [number, number, number, boolean][] = [
+      [7, 0x20, 0, true],
+      [7, 0x20, KVM_IRQFD_FLAG_DEASSIGN, true],
+      [0xffffffff, 0xfffff, 1, false],
+    ];
+    for (const [fd, gsi, flags, le] of cases) {
+      const b = Buffer.from(packIrqfd(fd, gsi, flags, le));
+      const u32 = (at: number): number => (le ? b.readUInt32LE(at) : b.readUInt32BE(at));
+      expect([b.length, u32(0), u32(4), u32(8), u32(12)]).to.deep.equal([32, fd, gsi, flags, 0]);
+      expect(b.subarray(16).every((x) => x === 0)).to.equal(true);
+    }
+    expect(() => packIrqfd(-1, 0)).to.throw(RangeError, /fd -1/);
+    expect(() => packIrqfd(3, 2 ** 32)).to.throw(RangeError, /gsi/);
+    expect(() => packIrqfd(3, 1.5)).to.throw(RangeError, /gsi/);
   });
 
   it('packs kvm_one_reg, kvm_ppc_mmuv3_cfg and kvm_enable_cap', () => {

@@ -274,6 +274,13 @@ build_selftest() { # DIR: puts xive_native_mmap there
   make -s -C "$REPO/kernel/selftests" CC="$cc" O="$1" >&2 || die "could not build kernel/selftests/xive_native_mmap"
   say "selftest: built $(basename "$1")/xive_native_mmap ($(du -h "$1/xive_native_mmap" | cut -f1), static, $cc)"
 }
+# --- 4a'. the VFIO modules of vfio-checks.mjs (both boots) -----------------------------------------
+# A test-harness vfio.ko that binds on powerpc 6.1 (build-vfio.sh beside this script; not part of
+# kernel/'s series) and the stock VFIO modules around it; they go to /opt/vfio-modules in the run layer.
+VFIO_MODULES=$(bash "$HERE/build-vfio.sh" --kernel-package "$(manifest kernel_package)" \
+  --kernel-version "$(manifest kernel_version)" --apt-config "$APT/apt.conf" --cache "$CACHE") \
+  || die "could not build the VFIO modules (native-stubs/power9/build-vfio.sh, output above)"
+say "VFIO modules: $VFIO_MODULES"
 
 # --- 4b. run layer: library package, checks, /init ---------------------------------------------
 rm -rf "$RUN"
@@ -292,8 +299,8 @@ fi
 # The checks each boot runs, in order, one Node process each (a crash in one cannot hide another's
 # results); each prints its own closing "<name>: N passed, N failed" line, and verdict() wants one
 # per script. approach3-checks.mjs needs a kernel/ patched kvm.ko, so only the patched boot runs it.
-STOCK_CHECKS=(guest-checks.mjs ppc-guest-checks.mjs vmm-hotplug-checks.mjs xive-selftest)
-PATCHED_CHECKS=(guest-checks.mjs ppc-guest-checks.mjs approach3-checks.mjs vmm-hotplug-checks.mjs xive-selftest)
+STOCK_CHECKS=(guest-checks.mjs ppc-guest-checks.mjs vmm-hotplug-checks.mjs vfio-checks.mjs xive-selftest)
+PATCHED_CHECKS=(guest-checks.mjs ppc-guest-checks.mjs approach3-checks.mjs vmm-hotplug-checks.mjs vfio-checks.mjs xive-selftest)
 # After every script of the list, in both boots: the selftest's crash case (see selftest_verdict).
 CRASH_CHECK=xive-selftest-crash
 if [ -n "${XIVE_POWER9_CHECKS:-}" ]; then
@@ -310,6 +317,7 @@ else
   build_selftest "$S/opt/checks"
 fi
 cp "$HERE/check-harness.mjs" "$S/opt/checks/"   # what the scripts import their check() from
+cp -a "$VFIO_MODULES" "$S/opt/vfio-modules"       # vfio-checks.mjs insmods them (load-order)
 cat > "$S/init" <<EOF
 #!/bin/sh
 /bin/busybox --install -s
@@ -374,6 +382,7 @@ boot() { # KIND: boots once, console in $RUN/console-KIND.log
   say "$kind: booting powernv9 (TCG) with $(manifest kernel_package) — timeout ${BOOT_TIMEOUT}s, console: $log"
   timeout -k 10 "$BOOT_TIMEOUT" "$QEMU" -machine powernv9 -accel tcg -smp 1 -m 2G -nographic \
     -bios "$SKIBOOT" -kernel "$BASE/vmlinux" -initrd "$RUN/initrd" \
+    -device edu,bus=pcie.0,addr=0x0 \
     -append "console=hvc0 rdinit=/init loglevel=4" </dev/null >"$log" 2>&1 &
   local qpid=$! tpid= ended_at= qrc
   if [ "${XIVE_POWER9_VERBOSE:-0}" = 1 ]; then

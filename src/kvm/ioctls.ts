@@ -10,6 +10,10 @@
  * simply absent from that architecture's table. Each entry says which capability it needs: the
  * wrappers in this directory check those capabilities before relying on an ioctl.
  *
+ * The VFIO ioctls a VMM issues to hand a device's MSI to KVM (container, group, device; `linux/vfio.h`)
+ * are in the same table: all of them are `_IO(VFIO_TYPE, VFIO_BASE + n)` (the argument carries its
+ * own `argsz`), so only the direction layout differs between architectures.
+ *
  * Also here: the capability numbers (`KVM_CAP_*`), the exit reasons of `kvm_run`, and the device
  * types of KVM_CREATE_DEVICE that xive-remap talks about.
  */
@@ -24,6 +28,12 @@ export const KVM_ARCHES: readonly KvmArch[] = ['x64', 'arm64', 'ppc64'];
 
 /** The `type` byte of every KVM ioctl (`KVMIO` in linux/kvm.h). */
 export const KVMIO = 0xae;
+
+/** The `type` byte of every VFIO ioctl (`VFIO_TYPE`, ';', in linux/vfio.h). */
+export const VFIO_TYPE = 0x3b;
+
+/** The first VFIO ioctl number (`VFIO_BASE`); VFIO_GET_API_VERSION is `VFIO_BASE + 0`. */
+export const VFIO_BASE = 100;
 
 /** The one KVM API version this code speaks (KVM_GET_API_VERSION must return it). */
 export const KVM_API_VERSION = 12;
@@ -71,6 +81,8 @@ type ArchSizes = Readonly<Partial<Record<KvmArch, number>>>;
 
 /** One ioctl: its direction, number, argument size, and what the kernel must offer for it. */
 interface IoctlSpec {
+  /** The ioctl's type byte; default KVMIO. */
+  readonly type?: number;
   readonly dir: IocDir;
   readonly nr: number;
   readonly size: number | ArchSizes;
@@ -101,6 +113,8 @@ export const SIZEOF_ENABLE_CAP = 104;
 export const SIZEOF_ONE_REG = 16;
 /** struct kvm_ppc_mmuv3_cfg (powerpc): u64 flags, u64 process_table. */
 export const SIZEOF_PPC_MMUV3_CFG = 16;
+/** struct kvm_irqfd: u32 fd, u32 gsi, u32 flags, u32 resamplefd, u8 pad[16]. */
+export const SIZEOF_IRQFD = 32;
 
 /**
  * Every KVM ioctl xive-remap issues. `needs` is the capability rust-vmm notes beside each one; the
@@ -117,6 +131,7 @@ const SPECS = {
   KVM_CREATE_VCPU: { dir: 'none', nr: 0x41, size: 0, needs: 'none: basic API (count limited by KVM_CAP_MAX_VCPUS)' },
   KVM_SET_USER_MEMORY_REGION: { dir: 'write', nr: 0x46, size: SIZEOF_USERSPACE_MEMORY_REGION, needs: 'KVM_CAP_USER_MEMORY (slot count: KVM_CAP_NR_MEMSLOTS)' },
   KVM_SET_TSS_ADDR: { dir: 'none', nr: 0x47, size: { x64: 0 }, needs: 'KVM_CAP_SET_TSS_ADDR (x86 only)' },
+  KVM_IRQFD: { dir: 'write', nr: 0x76, size: SIZEOF_IRQFD, needs: 'KVM_CAP_IRQFD (on Book3S the GSI is the guest XIVE interrupt number: no KVM_SET_GSI_ROUTING)' },
   KVM_ENABLE_CAP: { dir: 'write', nr: 0xa3, size: SIZEOF_ENABLE_CAP, needs: 'KVM_CAP_ENABLE_CAP (vCPU) / KVM_CAP_ENABLE_CAP_VM (VM)' },
   KVM_PPC_CONFIGURE_V3_MMU: { dir: 'write', nr: 0xaf, size: { ppc64: SIZEOF_PPC_MMUV3_CFG }, needs: 'KVM_CAP_PPC_MMU_RADIX or KVM_CAP_PPC_MMU_HASH_V3 (powerpc, POWER9+ HV)' },
   KVM_CREATE_DEVICE: { dir: 'readwrite', nr: 0xe0, size: SIZEOF_CREATE_DEVICE, needs: 'KVM_CAP_DEVICE_CTRL' },
@@ -136,6 +151,26 @@ const SPECS = {
   KVM_SET_ONE_REG: { dir: 'write', nr: 0xac, size: SIZEOF_ONE_REG, needs: 'KVM_CAP_ONE_REG' },
   // --- VM or vCPU fd ---
   KVM_GET_STATS_FD: { dir: 'none', nr: 0xce, size: 0, needs: 'KVM_CAP_BINARY_STATS_FD (Linux 5.14+)' },
+  // --- VFIO (linux/vfio.h): every one is _IO(VFIO_TYPE, VFIO_BASE + n) ---
+  // container fd (/dev/vfio/vfio)
+  VFIO_GET_API_VERSION: { type: VFIO_TYPE, dir: 'none', nr: VFIO_BASE + 0, size: 0, needs: 'VFIO: the container fd (/dev/vfio/vfio); returns VFIO_API_VERSION (0)' },
+  VFIO_CHECK_EXTENSION: { type: VFIO_TYPE, dir: 'none', nr: VFIO_BASE + 1, size: 0, needs: 'VFIO: the container fd; the argument is an IOMMU type (VFIO_SPAPR_TCE_v2_IOMMU …)' },
+  VFIO_SET_IOMMU: { type: VFIO_TYPE, dir: 'none', nr: VFIO_BASE + 2, size: 0, needs: 'VFIO: a container with a group attached (VFIO_GROUP_SET_CONTAINER first)' },
+  // group fd (/dev/vfio/<group>)
+  VFIO_GROUP_GET_STATUS: { type: VFIO_TYPE, dir: 'none', nr: VFIO_BASE + 3, size: 0, needs: 'VFIO: a group fd; struct vfio_group_status' },
+  VFIO_GROUP_SET_CONTAINER: { type: VFIO_TYPE, dir: 'none', nr: VFIO_BASE + 4, size: 0, needs: 'VFIO: a viable group fd; the argument points at the container fd (s32)' },
+  VFIO_GROUP_UNSET_CONTAINER: { type: VFIO_TYPE, dir: 'none', nr: VFIO_BASE + 5, size: 0, needs: 'VFIO: a group fd in a container' },
+  VFIO_GROUP_GET_DEVICE_FD: { type: VFIO_TYPE, dir: 'none', nr: VFIO_BASE + 6, size: 0, needs: 'VFIO: a group fd with its container IOMMU set; the argument is the device name (a C string)' },
+  // device fd
+  VFIO_DEVICE_GET_INFO: { type: VFIO_TYPE, dir: 'none', nr: VFIO_BASE + 7, size: 0, needs: 'VFIO: a device fd; struct vfio_device_info' },
+  VFIO_DEVICE_GET_REGION_INFO: { type: VFIO_TYPE, dir: 'none', nr: VFIO_BASE + 8, size: 0, needs: 'VFIO: a device fd; struct vfio_region_info' },
+  VFIO_DEVICE_GET_IRQ_INFO: { type: VFIO_TYPE, dir: 'none', nr: VFIO_BASE + 9, size: 0, needs: 'VFIO: a device fd; struct vfio_irq_info' },
+  VFIO_DEVICE_SET_IRQS: { type: VFIO_TYPE, dir: 'none', nr: VFIO_BASE + 10, size: 0, needs: 'VFIO: a device fd; struct vfio_irq_set (eventfds for MSI need bus mastering on)' },
+  VFIO_DEVICE_RESET: { type: VFIO_TYPE, dir: 'none', nr: VFIO_BASE + 11, size: 0, needs: 'VFIO: a device fd whose vfio_device_info has VFIO_DEVICE_FLAGS_RESET' },
+  // container fd, once the IOMMU is set: VFIO_IOMMU_GET_INFO on type1, VFIO_IOMMU_SPAPR_TCE_GET_INFO on sPAPR (same number)
+  VFIO_IOMMU_SPAPR_TCE_GET_INFO: { type: VFIO_TYPE, dir: 'none', nr: VFIO_BASE + 12, size: 0, needs: 'VFIO: a container with an sPAPR TCE IOMMU set; struct vfio_iommu_spapr_tce_info' },
+  VFIO_IOMMU_ENABLE: { type: VFIO_TYPE, dir: 'none', nr: VFIO_BASE + 15, size: 0, needs: 'VFIO: a container with the sPAPR TCE v1 IOMMU (v2 needs no enable)' },
+  VFIO_IOMMU_DISABLE: { type: VFIO_TYPE, dir: 'none', nr: VFIO_BASE + 16, size: 0, needs: 'VFIO: a container with the sPAPR TCE v1 IOMMU, enabled' },
 } as const satisfies Record<string, IoctlSpec>;
 
 /** The name of an ioctl in the table (`'KVM_RUN'`, …). */
@@ -171,7 +206,7 @@ export function kvmIoctls(arch: KvmArch): KvmIoctls {
   const out: Record<string, number | KvmArch> = { arch };
   for (const [name, spec] of Object.entries(SPECS) as [KvmIoctlName, IoctlSpec][]) {
     const size = typeof spec.size === 'number' ? spec.size : spec.size[arch];
-    if (size !== undefined) out[name] = ioc(layout, spec.dir, KVMIO, spec.nr, size);
+    if (size !== undefined) out[name] = ioc(layout, spec.dir, spec.type ?? KVMIO, spec.nr, size);
   }
   const table = Object.freeze(out) as unknown as KvmIoctls;
   tables.set(arch, table);
@@ -218,6 +253,8 @@ export const KVM_CAP = Object.freeze({
   NR_MEMSLOTS: 10,
   /** KVM follows host page table changes through MMU notifiers (what approach 3 relies on). */
   SYNC_MMU: 16,
+  /** KVM_IRQFD: an eventfd injects a guest interrupt (and, with irq bypass, routes a device's MSI to it). */
+  IRQFD: 32,
   /** KVM_ENABLE_CAP on a vCPU fd. */
   ENABLE_CAP: 54,
   /** Maximum number of vCPUs. */

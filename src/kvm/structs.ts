@@ -5,7 +5,7 @@
  * the uapi headers (`include/uapi/linux/kvm.h`); every u64 is a bigint.
  */
 import { endianness } from 'node:os';
-import { SIZEOF_CREATE_DEVICE, SIZEOF_DEVICE_ATTR, SIZEOF_ENABLE_CAP, SIZEOF_ONE_REG, SIZEOF_USERSPACE_MEMORY_REGION } from './ioctls.js';
+import { SIZEOF_CREATE_DEVICE, SIZEOF_DEVICE_ATTR, SIZEOF_ENABLE_CAP, SIZEOF_IRQFD, SIZEOF_ONE_REG, SIZEOF_USERSPACE_MEMORY_REGION } from './ioctls.js';
 
 /** Whether this host lays out integers little-endian (x86_64, arm64, ppc64le). */
 export const HOST_LITTLE_ENDIAN = endianness() === 'LE';
@@ -98,6 +98,25 @@ export function packEnableCap(cap: number, args: readonly bigint[] = [], flags =
   v.setUint32(0, cap, le);
   v.setUint32(4, flags, le);
   args.forEach((a, i) => v.setBigUint64(8 + i * 8, a, le));
+  return buf;
+}
+
+/** KVM_IRQFD flag: remove the eventfd's route instead of adding it (`KVM_IRQFD_FLAG_DEASSIGN`). */
+export const KVM_IRQFD_FLAG_DEASSIGN = 1;
+
+/**
+ * Pack a `kvm_irqfd` (32 bytes): u32 fd, u32 gsi, u32 flags, u32 resamplefd (unused here: 0), pad.
+ * @throws RangeError if fd or gsi is not an unsigned 32-bit integer
+ */
+export function packIrqfd(fd: number, gsi: number, flags = 0, le = HOST_LITTLE_ENDIAN): Uint8Array {
+  for (const [what, v] of [['fd', fd], ['gsi', gsi]] as const) {
+    if (!Number.isInteger(v) || v < 0 || v > 0xffffffff) throw new RangeError(`kvm_irqfd: ${what} ${String(v)} is not an unsigned 32-bit integer`);
+  }
+  const buf = new Uint8Array(SIZEOF_IRQFD);
+  const v = view(buf);
+  v.setUint32(0, fd, le);
+  v.setUint32(4, gsi, le);
+  v.setUint32(8, flags, le);
   return buf;
 }
 

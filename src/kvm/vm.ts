@@ -13,7 +13,7 @@ import { KvmDevice } from './device.js';
 import { KvmFd, adoptKvmFd, hex, kvmError } from './fd.js';
 import { KVM_CREATE_DEVICE_TEST, hostKvmIoctls, requireIoctl } from './ioctls.js';
 import { packPpcMmuv3Cfg } from './ppc.js';
-import { createdDeviceFd, packCreateDevice, packUserMemoryRegion, type UserMemoryRegion } from './structs.js';
+import { KVM_IRQFD_FLAG_DEASSIGN, createdDeviceFd, packCreateDevice, packIrqfd, packUserMemoryRegion, type UserMemoryRegion } from './structs.js';
 import { KvmVcpu } from './vcpu.js';
 
 const ENODEV = errnoValue('ENODEV');
@@ -140,6 +140,29 @@ export class KvmVm extends KvmFd {
       if (errnoOf(e) === ENODEV) return false;
       throw e;
     }
+  }
+
+  /**
+   * KVM_IRQFD (needs KVM_CAP_IRQFD): a signal on `eventfd` injects guest interrupt `gsi`. When the
+   * eventfd is a VFIO device's MSI trigger, KVM's irq bypass hands the device's interrupt to the
+   * guest directly; on Book3S with XIVE that is `kvmppc_xive_set_mapped`, which zaps guest
+   * interrupt `gsi`'s ESB pages in every mapping of the XIVE device file and serves the device's
+   * own ESB pages there from then on. On Book3S the GSI is the guest interrupt number itself
+   * (there is no KVM_SET_GSI_ROUTING).
+   * @throws RangeError for a fd or gsi that is not a u32; RemapError E_KVM if the kernel refuses
+   *   (EBUSY: the eventfd already has a route on this VM)
+   */
+  assignIrqfd(eventfd: number, gsi: number): void {
+    this.ioctl('KVM_IRQFD', packIrqfd(eventfd, gsi), `KVM_IRQFD eventfd ${eventfd} -> gsi ${gsi}`);
+  }
+
+  /**
+   * KVM_IRQFD with KVM_IRQFD_FLAG_DEASSIGN: remove the route `assignIrqfd` added (on Book3S with
+   * XIVE, irq bypass then calls `kvmppc_xive_clr_mapped`, which gives the interrupt its IPI back).
+   * @throws RangeError as assignIrqfd; RemapError E_KVM if the kernel refuses
+   */
+  deassignIrqfd(eventfd: number, gsi: number): void {
+    this.ioctl('KVM_IRQFD', packIrqfd(eventfd, gsi, KVM_IRQFD_FLAG_DEASSIGN), `KVM_IRQFD deassign eventfd ${eventfd} from gsi ${gsi}`);
   }
 
   /**

@@ -40,6 +40,8 @@ export const F_SEAL_WRITE = 0x8;
 export const F_SEAL_FUTURE_WRITE = 0x10;
 /** eventfd(2): close on exec (= O_CLOEXEC, the same on x86_64 and ppc64le). */
 export const EFD_CLOEXEC = 0o2000000;
+/** eventfd(2): a read of a zero counter fails with EAGAIN instead of blocking (= O_NONBLOCK, 0o4000 on x86_64 and ppc64le). */
+export const EFD_NONBLOCK = 0o4000;
 /** open(2) access modes (the low two bits of the file status flags). */
 export const O_RDONLY = 0;
 /** Write only. */
