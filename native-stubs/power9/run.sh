@@ -272,8 +272,8 @@ fi
 # The checks each boot runs, in order, one Node process each (a crash in one cannot hide another's
 # results); each prints its own closing "<name>: N passed, N failed" line, and verdict() wants one
 # per script. approach3-checks.mjs needs a kernel/ patched kvm.ko, so only the patched boot runs it.
-STOCK_CHECKS=(guest-checks.mjs ppc-guest-checks.mjs)
-PATCHED_CHECKS=(guest-checks.mjs ppc-guest-checks.mjs approach3-checks.mjs)
+STOCK_CHECKS=(guest-checks.mjs ppc-guest-checks.mjs qemu-checks.mjs)
+PATCHED_CHECKS=(guest-checks.mjs ppc-guest-checks.mjs approach3-checks.mjs qemu-checks.mjs)
 if [ -n "${XIVE_POWER9_CHECKS:-}" ]; then
   read -r -a custom <<<"$XIVE_POWER9_CHECKS"
   STOCK_CHECKS=() PATCHED_CHECKS=()
@@ -287,6 +287,14 @@ else
   for f in "${PATCHED_CHECKS[@]}"; do cp "$HERE/$f" "$S/opt/checks/"; done
 fi
 cp "$HERE/check-harness.mjs" "$S/opt/checks/"   # what the scripts import their check() from
+# A real QEMU, its L2 kernel and initramfs for qemu-checks.mjs (build-qemu-layer.sh, cached by the
+# package versions): a layer of the initrd when a boot runs that script.
+QEMU_LAYER=
+if [[ " ${STOCK_CHECKS[*]} ${PATCHED_CHECKS[*]} " == *" qemu-checks.mjs "* ]]; then
+  QEMU_LAYER=$(bash "$HERE/build-qemu-layer.sh" --apt-config "$APT/apt.conf" --base "$BASE" --cache "$CACHE") \
+    || die "could not build the QEMU layer (native-stubs/power9/build-qemu-layer.sh, output above)"
+  say "qemu layer: $QEMU_LAYER ($(du -h "$QEMU_LAYER" | cut -f1))"
+fi
 cat > "$S/init" <<EOF
 #!/bin/sh
 /bin/busybox --install -s
@@ -346,7 +354,7 @@ boot() { # KIND: boots once, console in $RUN/console-KIND.log
   local kind=$1 log="$RUN/console-$1.log"
   boot_layer "$kind" || { printf 'power9: %s: FAIL: could not build the boot layer\n' "$kind"; TOTAL_FAILED=$((TOTAL_FAILED + 1)); return 1; }
   # The run layer is small and comes after the base; this boot's layer comes last.
-  cat "$BASE/base.cpio.gz" "$RUN/pkg.cpio.gz" "$RUN/boot-$kind.cpio.gz" > "$RUN/initrd" \
+  cat "$BASE/base.cpio.gz" ${QEMU_LAYER:+"$QEMU_LAYER"} "$RUN/pkg.cpio.gz" "$RUN/boot-$kind.cpio.gz" > "$RUN/initrd" \
     || { printf 'power9: %s: FAIL: could not write the initrd\n' "$kind"; TOTAL_FAILED=$((TOTAL_FAILED + 1)); return 1; }
   say "$kind: booting powernv9 (TCG) with $(manifest kernel_package) — timeout ${BOOT_TIMEOUT}s, console: $log"
   timeout -k 10 "$BOOT_TIMEOUT" "$QEMU" -machine powernv9 -accel tcg -smp 1 -m 2G -nographic \
