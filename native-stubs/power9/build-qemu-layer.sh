@@ -123,7 +123,7 @@ closure() {
 
 # --- L2 initramfs -----------------------------------------------------------------------------------
 L2="$W/l2"
-mkdir -p "$L2"/bin "$L2"/usr/sbin "$L2"/etc "$L2"/lib/modules "$L2"/lib64 "$L2"/proc "$L2"/sys "$L2"/dev "$L2"/tmp
+mkdir -p "$L2"/bin "$L2"/sbin "$L2"/usr/bin "$L2"/usr/sbin "$L2"/etc "$L2"/lib/modules "$L2"/lib64 "$L2"/proc "$L2"/sys "$L2"/dev "$L2"/tmp
 cp "$W/l2x/bin/busybox" "$L2/bin/busybox"
 ln -s busybox "$L2/bin/sh"
 cp "$W/l2x/usr/sbin/drmgr" "$W/l2x/usr/sbin/lsslot" "$L2/usr/sbin/"

@@ -22,7 +22,7 @@ import { execFileSync, spawn } from 'node:child_process';
 import fs from 'node:fs';
 import { createRequire } from 'node:module';
 import net from 'node:net';
-import { dirname, join } from 'node:path';
+import { basename, dirname, join } from 'node:path';
 import { check, need, detail, hex, finish } from './check-harness.mjs';
 
 const patched = process.env.XIVE_POWER9_KERNEL === 'patched';
@@ -72,11 +72,24 @@ async function until(what, fn, seconds) {
 /** The guest's reply to a command: its `l2: <cmd> done rc=N` line (and every line before it). */
 async function guestCommand(cmd, seconds) {
   const before = l2().length;
+  const consoleBefore = console2().length;
+  // What the guest's kernel said meanwhile (an oops, a soft lockup) is the only clue when a command fails.
+  const showConsole = () => {
+    detail(`L2 console since '${cmd}':\n${console2().slice(consoleBefore).split('\n').slice(-80).join('\n')}`);
+    detail(`L1 dmesg (last 20 lines), MemAvailable ${Math.round(memAvailable() / 1024)} MiB:\n${execFileSync('dmesg', { encoding: 'utf8' }).trim().split('\n').slice(-20).join('\n')}`);
+  };
   st.ctl.write(`${cmd}\n`);
   const name = cmd.split(' ')[0];
-  const done = await until(`'l2: ${name} done' from the guest`, () => l2().slice(before).find((l) => l.startsWith(`${name} done rc=`)), seconds);
-  const lines = l2().slice(before);
-  return { rc: Number(/rc=(\d+)/.exec(done)[1]), lines };
+  let done;
+  try {
+    done = await until(`'l2: ${name} done' from the guest`, () => l2().slice(before).find((l) => l.startsWith(`${name} done rc=`)), seconds);
+  } catch (e) {
+    showConsole();
+    throw e;
+  }
+  const rc = Number(/rc=(\d+)/.exec(done)[1]);
+  if (rc !== 0) showConsole();
+  return { rc, lines: l2().slice(before) };
 }
 
 /** `msi BDF DRIVER IRQ...` and `irq IRQ COUNT NAME` lines of a guest reply. */
@@ -212,7 +225,9 @@ await check('qemu: QEMU, the L2 kernel and initramfs are in place; KVM debugfs i
 });
 
 const machine = 'pseries,accel=kvm,ic-mode=xive,kernel-irqchip=on,cap-cfpc=broken,cap-sbbc=broken,cap-ibs=broken,cap-ccf-assist=off';
-await check(`qemu: the L2 guest boots under QEMU with in-kernel XIVE (-machine ${machine})`, async () => {
+
+/** Start QEMU and wait until its guest runs /init's command loop; returns timings for the ok line. */
+async function startGuest() {
   fs.rmSync(WORK, { recursive: true, force: true });
   fs.mkdirSync(WORK, { recursive: true });
   // The emulated POWER9's KVM-HV does not advertise the speculation mitigations: without the cap-*
@@ -221,7 +236,7 @@ await check(`qemu: the L2 guest boots under QEMU with in-kernel XIVE (-machine $
     '-monitor', 'none', '-serial', `file:${WORK}/l2.log`,
     '-chardev', `socket,id=ctl,path=${WORK}/ctl.sock,server=on,wait=off`, '-device', 'spapr-vty,chardev=ctl',
     '-qmp', `unix:${WORK}/qmp.sock,server=on,wait=off`, '-device', 'spapr-pci-host-bridge,index=1,id=phb1',
-    '-kernel', `${L2}/vmlinux`, '-initrd', `${L2}/initrd.gz`, '-append', 'console=hvc0 rdinit=/init loglevel=4'];
+    '-kernel', `${L2}/vmlinux`, '-initrd', `${L2}/initrd.gz`, '-append', 'console=hvc0 rdinit=/init loglevel=5'];
   st.start = Date.now();
   st.qemu = spawn(QEMU, args, { stdio: ['ignore', 'ignore', 'pipe'] });
   st.stderr = '';
@@ -232,7 +247,7 @@ await check(`qemu: the L2 guest boots under QEMU with in-kernel XIVE (-machine $
   const mappedAt = () => (mapped ??= fs.readFileSync(`/proc/${st.qemu.pid}/maps`, 'utf8').includes('kvm-xive-native') ? t() : undefined);
   await until('output from the guest', () => (mappedAt(), console2().length > 0), 120);
   const firstOutput = t();
-  await until("'l2: ready' from the guest", () => (mappedAt(), l2().some((l) => l.startsWith('ready'))), 300);
+  await until("'l2: ready' from the guest", () => (mappedAt(), l2().some((l) => l.startsWith('ready'))), 180);
   st.ctl = await new Promise((resolve, reject) => {
     const s = net.createConnection(`${WORK}/ctl.sock`, () => {
       s.on('error', () => {}); // as for QMP: QEMU's exit ends it
@@ -240,13 +255,26 @@ await check(`qemu: the L2 guest boots under QEMU with in-kernel XIVE (-machine $
     });
     s.once('error', reject);
   });
+  return `XIVE mapped after ${mapped ?? '?'} s, guest output after ${firstOutput} s, userspace after ${t()} s`;
+}
+
+/** Stop QEMU (SIGKILL: its guest may be stuck) and close the connections. */
+async function stopGuest() {
+  st.qmp?.sock.destroy();
+  st.ctl?.destroy();
+  if (alive()) st.qemu.kill('SIGKILL');
+  while (alive()) await sleep(100);
+}
+
+await check(`qemu: the L2 guest boots under QEMU with in-kernel XIVE (-machine ${machine})`, async () => {
+  const times = await startGuest();
   const irqchip = l2().find((l) => l.startsWith('irqchip: '));
   assert.equal(irqchip, 'irqchip: XIVE-IPI', 'the guest kernel drives XIVE');
   const pic = await st.qmp.hmp('info pic');
   assert.match(pic, /^irqchip: in-kernel/m, "QEMU's info pic");
   const v = st.qmp.greeting.version.qemu;
-  return `QEMU ${v.major}.${v.minor}.${v.micro} pid ${st.qemu.pid}; XIVE mapped after ${mapped ?? '?'} s, guest output after ${firstOutput} s, ` +
-    `userspace after ${t()} s; ${l2().find((l) => l.startsWith('mmu: '))}; MemAvailable ${Math.round(memAvailable() / 1024)} MiB`;
+  return `QEMU ${v.major}.${v.minor}.${v.micro} pid ${st.qemu.pid}; ${times}; ${l2().find((l) => l.startsWith('mmu: '))}; ` +
+    `MemAvailable ${Math.round(memAvailable() / 1024)} MiB`;
 });
 
 await check(`qemu: xive-remap inspect --pid <qemu> --json: QEMU's ESB region (${QEMU_NR_IRQS} interrupts from its size), one mapping of the device (kernel-managed), and its TIMA`, () => {
@@ -277,19 +305,47 @@ await check("qemu: KVM's debugfs lists the XIVE sources of QEMU's VM, all inside
   return `${st.before.size} sources in ${st.debugfs}`;
 });
 
+/** device_add + drmgr in the guest: the guest's reply, or why the guest got stuck. */
+async function plug() {
+  assert.deepEqual(await st.qmp.cmd('device_add', HOTPLUG), {});
+  try {
+    const r = await guestCommand(`plug ${DRC}`, 90);
+    if (r.rc === 0) return { r };
+    return { stuck: `drmgr -a exited ${r.rc}: ${r.lines.filter((l) => l.startsWith('drmgr')).join(' | ')}` };
+  } catch (e) {
+    return { stuck: `${e.message}; ${console2().split('\n').filter((l) => /soft lockup|NIP \[/.test(l)).slice(0, 2).join('; ')}` };
+  }
+}
+
+// In about half of the runs so far, the guest's first store to the new e1000e's registers (an MMIO
+// store that KVM-HV sends to QEMU) never completes: the guest soft-locks in e1000_probe (or drmgr
+// dies of SIGBUS there), on both kernels, with or without the checks before this script. Not
+// understood yet; it is the nested emulation (KVM-HV inside QEMU's TCG POWER9), since the same
+// QEMU, kernel and guest pass in the other runs. So a stuck guest gets one more try on a new QEMU,
+// said in the ok line and in # lines, never silently; a second stuck guest fails the check.
 await check(`qemu: QMP device_add ${HOTPLUG.driver} onto the second PHB, then drmgr in the guest: the driver binds with MSIs`, async () => {
   need(st.before, 'the sources before the hot-plug');
-  assert.deepEqual(await st.qmp.cmd('device_add', HOTPLUG), {});
-  const t = Date.now();
-  const r = await guestCommand(`plug ${DRC}`, 180);
-  assert.equal(r.rc, 0, `drmgr -a: ${r.lines.filter((l) => l.startsWith('drmgr')).join(' | ')}`);
-  const { msi, counts } = guestDevices(r.lines);
+  let t = Date.now();
+  let p = await plug();
+  let retried = '';
+  if (p.stuck) {
+    detail(`the guest got stuck in the hot-plug (${p.stuck}); once more on a new QEMU`);
+    retried = `; on a second QEMU, the first guest got stuck: ${p.stuck.split(';')[0]}`;
+    await stopGuest();
+    await startGuest();
+    st.region = inspectQemu();
+    st.before = kvmSources();
+    t = Date.now();
+    p = await plug();
+    if (p.stuck) throw new Error(`the guest got stuck twice; second time: ${p.stuck}`);
+  }
+  const { msi, counts } = guestDevices(p.r.lines);
   const dev = msi.find((d) => d.bdf === '0001:00:00.0');
   assert.ok(dev, `no MSI device at 0001:00:00.0: ${JSON.stringify(msi)}`);
   assert.equal(dev.driver, HOTPLUG.driver);
   assert.ok(dev.irqs.length > 0);
   st.plugged = { irqs: dev.irqs, counts };
-  return `${DRC} → 0001:00:00.0 ${dev.driver}, guest irqs ${dev.irqs.join(' ')}, ${((Date.now() - t) / 1000).toFixed(1)} s`;
+  return `${DRC} → 0001:00:00.0 ${dev.driver}, guest irqs ${dev.irqs.join(' ')}, ${((Date.now() - t) / 1000).toFixed(1)} s${retried}`;
 });
 
 await check("qemu: the device's MSIs are new KVM XIVE sources routed to the guest's interrupts, and carry interrupts", async () => {
@@ -317,7 +373,7 @@ await regionUnchangedAfter('hot-plug', st.after);
 await check('qemu: QMP device_del, then drmgr -r in the guest: the device is gone from the guest and from QEMU', async () => {
   need(st.after, 'the hot-plug');
   assert.deepEqual(await st.qmp.cmd('device_del', { id: HOTPLUG.id }), {});
-  const r = await guestCommand(`unplug ${DRC}`, 120);
+  const r = await guestCommand(`unplug ${DRC}`, 90);
   assert.equal(r.rc, 0, `drmgr -r: ${r.lines.filter((l) => l.startsWith('drmgr')).join(' | ')}`);
   assert.deepEqual(guestDevices(r.lines).msi.filter((d) => d.bdf === '0001:00:00.0'), []);
   await until(`QMP DEVICE_DELETED for ${HOTPLUG.id}`, () => st.qmp.events.some((e) => e.event === 'DEVICE_DELETED' && e.data?.device === HOTPLUG.id), 60);
@@ -360,10 +416,8 @@ await check('qemu: the guest powers off and QEMU exits with status 0', async () 
   assert.equal(st.qemu.exitCode, 0, `exit ${st.qemu.exitCode ?? st.qemu.signalCode}: ${stderrTail()}`);
 });
 
-if (alive()) st.qemu.kill('SIGKILL');
-st.qmp?.sock.destroy();
-st.ctl?.destroy();
-const tail = console2().trim().split('\n').slice(-12).join('\n');
+await stopGuest();
+const tail = console2().trim().split('\n').slice(-30).join('\n');
 if (tail) detail(`last lines of the L2 console (${WORK}/l2.log):\n${tail}`);
 detail(`QEMU stage: ${since()} s`);
-finish('qemu-checks');
+finish(basename(process.argv[1], '.mjs')); // qemu-checks

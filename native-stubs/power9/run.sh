@@ -15,7 +15,7 @@
 #               (which kernel; the patched kvm.ko), console-stock.log, console-patched.log —
 #               rebuilt on every run (cheap)
 #
-# Environment: XIVE_POWER9_TIMEOUT (boot timeout, s; default 300), XIVE_POWER9_REFRESH=1 (rebuild
+# Environment: XIVE_POWER9_TIMEOUT (boot timeout, s; default 480), XIVE_POWER9_REFRESH=1 (rebuild
 # the base layer), XIVE_POWER9_VERBOSE=1 (stream the guest console to stderr),
 # XIVE_POWER9_KOFFI (npm spec installed for ppc64le; default: the koffi version package-lock.json
 # pins, so the guest runs the same koffi as the host's tests; see README), XIVE_POWER9_CHECKS (one
@@ -28,7 +28,7 @@ set -euo pipefail
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 REPO=$(cd "$HERE/../.." && pwd)
 CACHE=${XDG_CACHE_HOME:-$HOME/.cache}/xive-remap-power9
-BOOT_TIMEOUT=${XIVE_POWER9_TIMEOUT:-300}
+BOOT_TIMEOUT=${XIVE_POWER9_TIMEOUT:-480}
 KERNELS=${XIVE_POWER9_KERNEL:-both}
 LOCKED_KOFFI=$(node -p 'require(process.argv[1]).packages["node_modules/koffi"].version' "$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)/package-lock.json" 2>/dev/null || true)
 KOFFI_SPEC=${XIVE_POWER9_KOFFI:-koffi@${LOCKED_KOFFI:-3}}
@@ -272,8 +272,9 @@ fi
 # The checks each boot runs, in order, one Node process each (a crash in one cannot hide another's
 # results); each prints its own closing "<name>: N passed, N failed" line, and verdict() wants one
 # per script. approach3-checks.mjs needs a kernel/ patched kvm.ko, so only the patched boot runs it.
-STOCK_CHECKS=(guest-checks.mjs ppc-guest-checks.mjs qemu-checks.mjs)
-PATCHED_CHECKS=(guest-checks.mjs ppc-guest-checks.mjs approach3-checks.mjs qemu-checks.mjs)
+# qemu-checks.mjs comes first: its hot-plug got stuck less often in a freshly booted host (see there).
+STOCK_CHECKS=(qemu-checks.mjs guest-checks.mjs ppc-guest-checks.mjs)
+PATCHED_CHECKS=(qemu-checks.mjs guest-checks.mjs ppc-guest-checks.mjs approach3-checks.mjs)
 if [ -n "${XIVE_POWER9_CHECKS:-}" ]; then
   read -r -a custom <<<"$XIVE_POWER9_CHECKS"
   STOCK_CHECKS=() PATCHED_CHECKS=()
@@ -357,7 +358,8 @@ boot() { # KIND: boots once, console in $RUN/console-KIND.log
   cat "$BASE/base.cpio.gz" ${QEMU_LAYER:+"$QEMU_LAYER"} "$RUN/pkg.cpio.gz" "$RUN/boot-$kind.cpio.gz" > "$RUN/initrd" \
     || { printf 'power9: %s: FAIL: could not write the initrd\n' "$kind"; TOTAL_FAILED=$((TOTAL_FAILED + 1)); return 1; }
   say "$kind: booting powernv9 (TCG) with $(manifest kernel_package) — timeout ${BOOT_TIMEOUT}s, console: $log"
-  timeout -k 10 "$BOOT_TIMEOUT" "$QEMU" -machine powernv9 -accel tcg -smp 1 -m 2G -nographic \
+  # 4G: qemu-checks.mjs runs a 512 MiB KVM guest under QEMU beside the checks' Node processes.
+  timeout -k 10 "$BOOT_TIMEOUT" "$QEMU" -machine powernv9 -accel tcg -smp 1 -m 4G -nographic \
     -bios "$SKIBOOT" -kernel "$BASE/vmlinux" -initrd "$RUN/initrd" \
     -append "console=hvc0 rdinit=/init loglevel=4" </dev/null >"$log" 2>&1 &
   local qpid=$! tpid= ended_at= qrc
