@@ -43,9 +43,10 @@ done
 manifest() { sed -n "s/^$1=//p" "$BASE/manifest"; }
 KPKG=$(manifest kernel_package) KVER=$(manifest kernel_version) KREL=$(manifest kernel_release)
 
-# The L2 guest's modules: the hot-plugged e1000e, and rpaphp + rpadlpar_io, without which Linux 6.1
-# pseries cannot take a PCI device in (it only logs the hot-plug event; drmgr does the rest).
-L2_MODULES=(e1000e rpaphp rpadlpar_io)
+# The L2 guest's modules: virtio-rng (the device cold-plugged on PHB 0), the hot-plugged e1000e, and
+# rpaphp + rpadlpar_io, without which Linux 6.1 pseries cannot take a PCI device in (it only logs
+# the hot-plug event; drmgr does the rest).
+L2_MODULES=(virtio_pci virtio-rng e1000e rpaphp rpadlpar_io)
 # apt with run.sh's state, writing neither its archives nor its binary caches.
 papt() { APT_CONFIG=$APTCONF "$@" -o Dir::Cache::pkgcache= -o Dir::Cache::srcpkgcache=; }
 

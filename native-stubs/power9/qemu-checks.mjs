@@ -2,8 +2,10 @@
 // pseries KVM-HV guest with in-kernel XIVE inside the emulated POWER9, and the project's CLI reads it
 // live while the guest boots, takes a hot-plugged PCI device and gives it back.
 //
-// Runs in both boots of run.sh (stock and patched kvm.ko); build-qemu-layer.sh puts QEMU, its
+// Runs first in both boots of run.sh (stock and patched kvm.ko); build-qemu-layer.sh puts QEMU, its
 // libraries, SLOF, the L2 kernel and the L2 initramfs (qemu-l2/init) into the boot's initramfs.
+// A guest that gets stuck in the hot-plug gets one more try on a new QEMU, said in the ok line (see
+// the comment there).
 // The flow, one check per step:
 //   start QEMU (QMP and the guest's command channel on sockets, the guest's console in a file)
 //   → wait until the guest prints and reaches userspace: QEMU creates and maps the XIVE device
@@ -239,6 +241,9 @@ async function startGuest() {
     '-monitor', 'none', '-serial', `file:${WORK}/l2.log`,
     '-chardev', `socket,id=ctl,path=${WORK}/ctl.sock,server=on,wait=off`, '-device', 'spapr-vty,chardev=ctl',
     '-qmp', `unix:${WORK}/qmp.sock,server=on,wait=off`, '-device', 'spapr-pci-host-bridge,index=1,id=phb1',
+    // A device in use on PHB 0 from boot on, as in the spike whose hot-plugs all worked (whether
+    // that matters to the flake described at the hot-plug check is not known).
+    '-device', 'virtio-rng-pci,id=rng0,bus=pci.0,addr=0x2',
     '-kernel', `${L2}/vmlinux`, '-initrd', `${L2}/initrd.gz`, '-append', 'console=hvc0 rdinit=/init loglevel=5'];
   st.start = Date.now();
   st.qemu = spawn(QEMU, args, { stdio: ['ignore', 'ignore', 'pipe'] });
@@ -262,6 +267,7 @@ async function startGuest() {
     });
     s.once('error', reject);
   });
+  st.readyAt = Date.now();
   return `XIVE mapped after ${mapped ?? '?'} s, guest output after ${firstOutput} s, userspace after ${t()} s`;
 }
 
@@ -315,9 +321,13 @@ await check("qemu: KVM's debugfs lists the XIVE sources of QEMU's VM, all inside
 
 // A hot-plug that works takes 7-15 s here; a stuck guest never answers.
 const PLUG_SECONDS = 90;
+// Every hot-plug that worked came 12 s or more after the guest's userspace started; one made 4 s
+// after it failed (e1000e's probe returned -2), so a hot-plug waits until the guest has run that long.
+const SETTLE_MS = 15000;
 
 /** device_add + drmgr in the guest: the guest's reply, or why the guest got stuck. */
 async function plug(seconds) {
+  await sleep(st.readyAt + SETTLE_MS - Date.now());
   assert.deepEqual(await st.qmp.cmd('device_add', HOTPLUG), {});
   try {
     const r = await guestCommand(`plug ${DRC}`, seconds);
@@ -329,10 +339,12 @@ async function plug(seconds) {
 }
 
 // In about half of the runs so far, the guest's first store to the new e1000e's registers (an MMIO
-// store that KVM-HV sends to QEMU) never completes: the guest soft-locks in e1000_probe (or drmgr
-// dies of SIGBUS there), on both kernels, with or without the checks before this script. Not
-// understood yet; it is the nested emulation (KVM-HV inside QEMU's TCG POWER9), since the same
-// QEMU, kernel and guest pass in the other runs. So a stuck guest gets one more try on a new QEMU,
+// store that KVM-HV emulates and sends to QEMU) goes wrong: the guest soft-locks re-running it in
+// e1000_probe, or drmgr dies of SIGBUS there, or the guest takes an FP Unavailable exception at the
+// next instruction (as if KVM had emulated another instruction than the store); on both kernels,
+// with or without the checks before this script. Not understood yet; the suspect is the nested
+// emulation (KVM-HV inside QEMU's TCG POWER9), since the same QEMU, kernel and guest pass in the
+// other runs. So a stuck guest gets one more try on a new QEMU,
 // said in the ok line and in # lines, never silently; a second stuck guest fails the check.
 await check(`qemu: QMP device_add ${HOTPLUG.driver} onto the second PHB, then drmgr in the guest: the driver binds with MSIs`, async () => {
   need(st.before, 'the sources before the hot-plug');

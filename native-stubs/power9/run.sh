@@ -11,6 +11,8 @@
 #   base/       vmlinux + base.cpio.gz (busybox, Node 18 + libs, kvm modules, koffi) — built once
 #   kmod-<kernel version>-<sha256 of the patch and kernel/build-kvm.sh, 12 digits>/
 #               the patched kvm.ko (kernel/build-kvm.sh) — built once per kernel and patch
+#   qemu-<sha256 of its .deb files and scripts, 12 digits>/
+#               a real QEMU, its L2 kernel and initramfs for qemu-checks.mjs (build-qemu-layer.sh)
 #   run/        pkg.cpio.gz (library package.json + dist, checks, /init), boot-<kind>.cpio.gz
 #               (which kernel; the patched kvm.ko), console-stock.log, console-patched.log —
 #               rebuilt on every run (cheap)
