@@ -35,7 +35,7 @@ const cli = join(dirname(dirname(createRequire(import.meta.url).resolve('xive-re
 const WORK = '/tmp/xive-qemu';
 const PAGE = 0x10000n; // the emulated POWER9's page size (the probe check below confirms it)
 const BYTES_PER_IRQ = 2n * PAGE; // esbShift 17: a trigger and a management page
-// QEMU 7.2's pseries XIVE: LISNs 0-0xfff are the vCPUs' IPIs, 0x1000-0x1fff the devices'.
+// QEMU 7.2's pseries XIVE, as seen here: the vCPUs' IPIs below LISN 0x1000, devices' from 0x1000 on.
 const QEMU_NR_IRQS = 0x2000;
 // The hot-plugged device: an e1000e on PHB 1 (no ROM in the layer: romfile=). A PHB of its own,
 // because the guest's rpaphp removes every device on a slot's bus when drmgr -r powers the slot off,
