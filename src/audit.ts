@@ -162,6 +162,30 @@ export interface InspectedRegion {
   readonly ipi: string;
   /** Interrupts [first, last] and what maps them, in address order. */
   readonly ranges: readonly { first: number; last: number; backing: string; offset: bigint; ipi: boolean }[];
+  /** How many interrupts the region's size covers, (end - base) / bytesPerIrq. */
+  readonly nrIrqs: number;
+  /** How many VMAs make up the region (1: one mapping, nothing over it). */
+  readonly mappings: number;
+  /**
+   * One mapping of a KVM XIVE device with nothing over it: every page is the kernel's, and the kernel
+   * swaps passthrough pages itself (how QEMU maps it; an `EsbController` in kernel-managed mode too).
+   */
+  readonly kernelManaged: boolean;
+}
+
+/** A mapping of a KVM XIVE device's TIMA (page offset 0), as /proc/PID/maps shows it. */
+export interface TimaMapping {
+  /** First byte. */
+  readonly start: bigint;
+  /** One past the last byte. */
+  readonly end: bigint;
+  /** The device's name in maps (`anon_inode:kvm-xive-native`). */
+  readonly path: string;
+}
+
+/** The TIMA mappings of KVM XIVE devices in a process's maps (page offset 0, KVM_XIVE_TIMA_PAGE_OFFSET). */
+export function timaMappings(maps: readonly MapsEntry[]): TimaMapping[] {
+  return maps.filter((m) => /^anon_inode:kvm-xive/.test(m.path) && m.offset === 0n).map((m) => ({ start: m.start, end: m.end, path: m.path }));
 }
 
 /** Whether a maps entry is the IPI ESB pages of a XIVE device (the fake's memfd or KVM's device). */
@@ -232,7 +256,8 @@ export function inspectMaps(maps: readonly MapsEntry[], bytesPerIrq: bigint, pag
       };
     });
     const end = high !== null && at(k).end > high ? high : at(k).end;
-    regions.push({ base, end, ipi: m.path, ranges });
+    const kernelManaged = ranges.length === 1 && m.path.startsWith('anon_inode:');
+    regions.push({ base, end, ipi: m.path, ranges, nrIrqs: Number((end - base) / bytesPerIrq), mappings: ranges.length, kernelManaged });
     floor = end;
     i = k + 1;
   }

@@ -44,5 +44,5 @@ export type { RemapErrorCode } from './errors.js';
 export { esbGeometry, esbOffset, esbSpan, DEFAULT_ESB_SHIFT, ESB_SHIFTS, MAX_IRQS } from './geometry.js';
 export type { EsbGeometry, EsbShift } from './geometry.js';
 export type { NativeLayer } from './native/types.js';
-export { inspectMaps } from './audit.js';
-export type { Discrepancy, InspectedRegion } from './audit.js';
+export { inspectMaps, timaMappings } from './audit.js';
+export type { Discrepancy, InspectedRegion, TimaMapping } from './audit.js';

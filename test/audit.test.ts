@@ -3,7 +3,7 @@ import { execFileSync } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { EsbController, PageSource, inspectMaps } from 'xive-remap';
 import { FakePassthroughDevice, FakeXiveDevice, FaultyNative } from 'xive-remap/native-stubs';
-import { RemapError, NativeError } from 'xive-remap';
+import { RemapError, NativeError, timaMappings } from 'xive-remap';
 import { auditRegion, backingFile, type Discrepancy } from '../src/audit.js';
 import {
   EFD_CLOEXEC,
@@ -12,6 +12,7 @@ import {
   MAP_PRIVATE,
   MAP_SHARED,
   MFD_CLOEXEC,
+  parseMaps,
   PROT_NONE,
   PROT_READ,
   PROT_WRITE,
@@ -110,7 +111,8 @@ describe('xive-remap inspect --pid', () => {
       esb.attachRange(64, 16, pt.pages(0, 16));
       esb.attach(200, pt.pages(20));
       const out = JSON.parse(execFileSync(process.execPath, [cli, 'inspect', '--pid', String(process.pid), '--json'], { encoding: 'utf8' })) as {
-        regions: { base: string; ranges: { first: number; last: number; backing: string; ipi: boolean }[] }[];
+        regions: { base: string; nrIrqs: number; mappings: number; kernelManaged: boolean; ranges: { first: number; last: number; backing: string; ipi: boolean }[] }[];
+        tima: unknown[];
       };
       const mine = out.regions.find((r) => BigInt(r.base) === esb.memslot.userspaceAddr);
       expect(mine, JSON.stringify(out)).to.not.equal(undefined);
@@ -121,8 +123,11 @@ describe('xive-remap inspect --pid', () => {
         [200, 200, '/memfd:fake-pt7'],
         [201, 255, 'ipi'],
       ]);
+      expect([mine?.nrIrqs, mine?.mappings, mine?.kernelManaged]).to.deep.equal([256, 5, false]);
+      expect(out.tima).to.deep.equal([]);
       const text = execFileSync(process.execPath, [cli, 'inspect', '--pid', String(process.pid)], { encoding: 'utf8' });
       expect(text).to.match(/64-79\s+\/memfd:fake-pt7/);
+      expect(text).to.match(/: 256 interrupts, 5 mappings$/m);
     } finally {
       esb.close();
       dev.close();
@@ -314,5 +319,51 @@ describe('inspectMaps with two regions back to back (issue 12, item 10)', () => 
       [0n, size, [[0, 7, true]]],
       [size, 2n * size, [[0, 0, false], [1, 7, true]]],
     ]);
+  });
+});
+
+describe('inspectMaps on maps text: size in interrupts, mappings, kernel-managed, TIMA', () => {
+  // QEMU 7.2's mappings of its KVM XIVE device, as the emulated POWER9 showed them (64 KiB pages):
+  // the ESB pages of 8,192 interrupts at page offset 4, the TIMA at page offset 0.
+  const qemuEsb = '7fff13e00000-7fff53e00000 rw-s 00040000 00:0d 9129   anon_inode:kvm-xive-native';
+  const qemuTima = '7fff80050000-7fff80090000 rw-s 00000000 00:0d 9129   anon_inode:kvm-xive-native';
+  const page = 0x10000n;
+  const bpi = 0x20000n; // esbShift 17: two 64 KiB pages per interrupt
+  const cases: { name: string; maps: string[]; want: { base: bigint; nrIrqs: number; mappings: number; kernelManaged: boolean }[]; tima: number }[] = [
+    { name: "QEMU's whole-range mapping and TIMA", maps: [qemuEsb, qemuTima], want: [{ base: 0x7fff13e00000n, nrIrqs: 8192, mappings: 1, kernelManaged: true }], tima: 1 },
+    {
+      name: 'a private anonymous mapping right after the region is not part of it',
+      maps: [qemuEsb, '7fff53e00000-7fff53e10000 rw-p 00000000 00:00 0', qemuTima],
+      want: [{ base: 0x7fff13e00000n, nrIrqs: 8192, mappings: 1, kernelManaged: true }],
+      tima: 1,
+    },
+    {
+      name: 'an overlay over interrupt 2 of a 16-interrupt KVM region',
+      maps: [
+        '7f0000000000-7f0000040000 rw-s 00040000 00:0d 77   anon_inode:kvm-xive-native',
+        '7f0000040000-7f0000060000 rw-s 00000000 00:01 5   /memfd:pt (deleted)',
+        '7f0000060000-7f0000200000 rw-s 000a0000 00:0d 77   anon_inode:kvm-xive-native',
+      ],
+      want: [{ base: 0x7f0000000000n, nrIrqs: 16, mappings: 3, kernelManaged: false }],
+      tima: 0,
+    },
+    {
+      name: "a fake device's single mapping is not a kernel's",
+      maps: ['7f0000000000-7f0000100000 rw-s 00000000 00:01 9   /memfd:fake-xive-ipi (deleted)'],
+      want: [{ base: 0x7f0000000000n, nrIrqs: 8, mappings: 1, kernelManaged: false }],
+      tima: 0,
+    },
+  ];
+  for (const c of cases) {
+    it(c.name, () => {
+      const maps = parseMaps(c.maps.join('\n'));
+      const got = inspectMaps(maps, bpi, page).map((r) => ({ base: r.base, nrIrqs: r.nrIrqs, mappings: r.mappings, kernelManaged: r.kernelManaged }));
+      expect(got).to.deep.equal(c.want);
+      expect(timaMappings(maps)).to.have.length(c.tima);
+    });
+  }
+  it('the TIMA is found by page offset 0 of a KVM XIVE device, with its size', () => {
+    const [t] = timaMappings(parseMaps([qemuEsb, qemuTima].join('\n')));
+    expect(t).to.deep.equal({ start: 0x7fff80050000n, end: 0x7fff80090000n, path: 'anon_inode:kvm-xive-native' });
   });
 });

@@ -11,11 +11,13 @@
 #   base/       vmlinux + base.cpio.gz (busybox, Node 18 + libs, kvm modules, koffi) — built once
 #   kmod-<kernel version>-<sha256 of the patch and kernel/build-kvm.sh, 12 digits>/
 #               the patched kvm.ko (kernel/build-kvm.sh) — built once per kernel and patch
+#   qemu-<sha256 of its .deb files and scripts, 12 digits>/
+#               a real QEMU, its L2 kernel and initramfs for qemu-checks.mjs (build-qemu-layer.sh)
 #   run/        pkg.cpio.gz (library package.json + dist, checks, /init), boot-<kind>.cpio.gz
 #               (which kernel; the patched kvm.ko), console-stock.log, console-patched.log —
 #               rebuilt on every run (cheap)
 #
-# Environment: XIVE_POWER9_TIMEOUT (boot timeout, s; default 300), XIVE_POWER9_REFRESH=1 (rebuild
+# Environment: XIVE_POWER9_TIMEOUT (boot timeout, s; default 480), XIVE_POWER9_REFRESH=1 (rebuild
 # the base layer), XIVE_POWER9_VERBOSE=1 (stream the guest console to stderr),
 # XIVE_POWER9_KOFFI (npm spec installed for ppc64le; default: the koffi version package-lock.json
 # pins, so the guest runs the same koffi as the host's tests; see README), XIVE_POWER9_CHECKS (one
@@ -28,7 +30,7 @@ set -euo pipefail
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 REPO=$(cd "$HERE/../.." && pwd)
 CACHE=${XDG_CACHE_HOME:-$HOME/.cache}/xive-remap-power9
-BOOT_TIMEOUT=${XIVE_POWER9_TIMEOUT:-300}
+BOOT_TIMEOUT=${XIVE_POWER9_TIMEOUT:-480}
 KERNELS=${XIVE_POWER9_KERNEL:-both}
 LOCKED_KOFFI=$(node -p 'require(process.argv[1]).packages["node_modules/koffi"].version' "$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)/package-lock.json" 2>/dev/null || true)
 KOFFI_SPEC=${XIVE_POWER9_KOFFI:-koffi@${LOCKED_KOFFI:-3}}
@@ -299,8 +301,9 @@ fi
 # The checks each boot runs, in order, one Node process each (a crash in one cannot hide another's
 # results); each prints its own closing "<name>: N passed, N failed" line, and verdict() wants one
 # per script. approach3-checks.mjs needs a kernel/ patched kvm.ko, so only the patched boot runs it.
-STOCK_CHECKS=(guest-checks.mjs ppc-guest-checks.mjs vmm-hotplug-checks.mjs vfio-checks.mjs xive-selftest)
-PATCHED_CHECKS=(guest-checks.mjs ppc-guest-checks.mjs approach3-checks.mjs vmm-hotplug-checks.mjs vfio-checks.mjs xive-selftest)
+# qemu-checks.mjs comes first: its hot-plug got stuck less often in a freshly booted host (see there).
+STOCK_CHECKS=(qemu-checks.mjs guest-checks.mjs ppc-guest-checks.mjs vmm-hotplug-checks.mjs vfio-checks.mjs xive-selftest)
+PATCHED_CHECKS=(qemu-checks.mjs guest-checks.mjs ppc-guest-checks.mjs approach3-checks.mjs vmm-hotplug-checks.mjs vfio-checks.mjs xive-selftest)
 # After every script of the list, in both boots: the selftest's crash case (see selftest_verdict).
 CRASH_CHECK=xive-selftest-crash
 if [ -n "${XIVE_POWER9_CHECKS:-}" ]; then
@@ -318,6 +321,14 @@ else
 fi
 cp "$HERE/check-harness.mjs" "$S/opt/checks/"   # what the scripts import their check() from
 cp -a "$VFIO_MODULES" "$S/opt/vfio-modules"       # vfio-checks.mjs insmods them (load-order)
+# A real QEMU, its L2 kernel and initramfs for qemu-checks.mjs (build-qemu-layer.sh, cached by the
+# package versions): a layer of the initrd when a boot runs that script.
+QEMU_LAYER=
+if [[ " ${STOCK_CHECKS[*]} ${PATCHED_CHECKS[*]} " == *" qemu-checks.mjs "* ]]; then
+  QEMU_LAYER=$(bash "$HERE/build-qemu-layer.sh" --apt-config "$APT/apt.conf" --base "$BASE" --cache "$CACHE") \
+    || die "could not build the QEMU layer (native-stubs/power9/build-qemu-layer.sh, output above)"
+  say "qemu layer: $QEMU_LAYER ($(du -h "$QEMU_LAYER" | cut -f1))"
+fi
 cat > "$S/init" <<EOF
 #!/bin/sh
 /bin/busybox --install -s
@@ -377,10 +388,11 @@ boot() { # KIND: boots once, console in $RUN/console-KIND.log
   local kind=$1 log="$RUN/console-$1.log"
   boot_layer "$kind" || { printf 'power9: %s: FAIL: could not build the boot layer\n' "$kind"; TOTAL_FAILED=$((TOTAL_FAILED + 1)); return 1; }
   # The run layer is small and comes after the base; this boot's layer comes last.
-  cat "$BASE/base.cpio.gz" "$RUN/pkg.cpio.gz" "$RUN/boot-$kind.cpio.gz" > "$RUN/initrd" \
+  cat "$BASE/base.cpio.gz" ${QEMU_LAYER:+"$QEMU_LAYER"} "$RUN/pkg.cpio.gz" "$RUN/boot-$kind.cpio.gz" > "$RUN/initrd" \
     || { printf 'power9: %s: FAIL: could not write the initrd\n' "$kind"; TOTAL_FAILED=$((TOTAL_FAILED + 1)); return 1; }
   say "$kind: booting powernv9 (TCG) with $(manifest kernel_package) — timeout ${BOOT_TIMEOUT}s, console: $log"
-  timeout -k 10 "$BOOT_TIMEOUT" "$QEMU" -machine powernv9 -accel tcg -smp 1 -m 2G -nographic \
+  # 4G: qemu-checks.mjs runs a 512 MiB KVM guest under QEMU beside the checks' Node processes.
+  timeout -k 10 "$BOOT_TIMEOUT" "$QEMU" -machine powernv9 -accel tcg -smp 1 -m 4G -nographic \
     -bios "$SKIBOOT" -kernel "$BASE/vmlinux" -initrd "$RUN/initrd" \
     -device edu,bus=pcie.0,addr=0x0 \
     -append "console=hvc0 rdinit=/init loglevel=4" </dev/null >"$log" 2>&1 &
