@@ -17,7 +17,7 @@
 #               (which kernel; the patched kvm.ko), console-stock.log, console-patched.log —
 #               rebuilt on every run (cheap)
 #
-# Environment: XIVE_POWER9_TIMEOUT (boot timeout, s; default 480), XIVE_POWER9_REFRESH=1 (rebuild
+# Environment: XIVE_POWER9_TIMEOUT (boot timeout, s; default 600), XIVE_POWER9_REFRESH=1 (rebuild
 # the base layer), XIVE_POWER9_VERBOSE=1 (stream the guest console to stderr),
 # XIVE_POWER9_KOFFI (npm spec installed for ppc64le; default: the koffi version package-lock.json
 # pins, so the guest runs the same koffi as the host's tests; see README), XIVE_POWER9_CHECKS (one
@@ -30,7 +30,7 @@ set -euo pipefail
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 REPO=$(cd "$HERE/../.." && pwd)
 CACHE=${XDG_CACHE_HOME:-$HOME/.cache}/xive-remap-power9
-BOOT_TIMEOUT=${XIVE_POWER9_TIMEOUT:-480}
+BOOT_TIMEOUT=${XIVE_POWER9_TIMEOUT:-600}
 KERNELS=${XIVE_POWER9_KERNEL:-both}
 LOCKED_KOFFI=$(node -p 'require(process.argv[1]).packages["node_modules/koffi"].version' "$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)/package-lock.json" 2>/dev/null || true)
 KOFFI_SPEC=${XIVE_POWER9_KOFFI:-koffi@${LOCKED_KOFFI:-3}}
