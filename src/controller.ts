@@ -706,9 +706,17 @@ export class EsbController {
    */
   #fail(op: string, err: unknown, from: number, to: number, note: PendingChange | null = null): never {
     this.#stats.failures++;
+    // Restore whole runs: a run mapped back in pieces would be split into several VMAs on a
+    // device that never merges (real ESB pages), boundaries that neither the table nor the stale
+    // count knows of. Mapping a run's intact pages over themselves is harmless.
+    const hit = this.#runs.overlapping(from, to);
+    if (hit.length > 0) {
+      from = Math.min(from, (hit[0] as Run).first);
+      to = Math.max(to, end(hit[hit.length - 1] as Run));
+    }
     let pos = from; // [from, pos) is back as the table says: only [pos, to) can be broken
     try {
-      for (const r of this.#runs.overlapping(from, to)) {
+      for (const r of hit) {
         const s = Math.max(r.first, from);
         const e = Math.min(end(r), to);
         if (pos < s) {

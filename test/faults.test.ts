@@ -114,7 +114,7 @@ const scenarios: Scenario[] = [
     return { run: () => w.esb?.attachRange(32, 4, s), done: () => s.close() };
   }),
   change('detach(30)', (u) => (u ? [14, 44] : [30, 31]), (w) => ({ run: () => w.esb?.detach(30) })),
-  change('detachRange(12, 34) over three runs, splitting one', (u) => (u ? [12, 64] : [12, 46]), (w) => ({ run: () => w.esb?.detachRange(12, 34) })),
+  change('detachRange(12, 34) over three runs, splitting one', (u) => (u ? [10, 64] : [10, 46]), (w) => ({ run: () => w.esb?.detachRange(12, 34) })),
   { name: 'close', region: true, codes: ['E_MAP'], prepare: (w) => ({ run: () => w.esb?.close() }) },
   {
     name: 'PageSource.fromFd',

@@ -286,14 +286,24 @@ export class Model {
    * in hole mode, the restore's first mmap range if that did — and nothing else (E_DEGRADED over
    * their span); with no page gone the region is unchanged (E_MAP).
    */
+  /** [from, to) grown to the whole runs it overlaps (what a failed change's restore maps). */
+  #wholeRuns([from, to]: readonly [number, number]): [number, number] {
+    const head = this.slots[from];
+    if (head) while (from > 0 && this.slots[from - 1]?.run === head.run) from--;
+    const tail = this.slots[to - 1];
+    if (tail) while (to < this.nrIrqs && this.slots[to]?.run === tail.run) to++;
+    return [from, to];
+  }
+
   #faulted(fault: FaultPlan, kind: 'attach' | 'detach', first: number, last: number, touched: [number, number]): Expectation {
     const remapped = this.#restored(kind, first, last);
     const span = touched;
     if (fault.restore) {
       // The op's own mmap: an attach maps [first, last); a detach maps its own span or the whole gap.
       const own: [number, number] = kind === 'attach' ? [first, last] : this.#detachMaps(first, last);
-      // The restore's first mmap: from `remapped[0]` to the next change of backing (IPI or one run).
-      const [from, to] = remapped;
+      // The restore maps whole runs: [from, to) grows to the runs it overlaps. Its first mmap goes
+      // from there to the next change of backing (IPI or one run).
+      const [from, to] = this.#wholeRuns(remapped);
       const at = this.slots[from];
       let r0 = from + 1;
       while (r0 < to && (at ? this.slots[r0]?.run === at.run : !this.slots[r0])) r0++;
@@ -305,7 +315,7 @@ export class Model {
     // A restore that worked mapped [from, to) piece by piece: only run edges are boundaries there.
     if (!fault.restore && !this.mergeable) this.#forgetStale(remapped[0], remapped[1]);
     const code = this.degraded ? 'E_DEGRADED' : 'E_MAP';
-    return { outcome: { ok: false, code }, faulted: true, touched: union(span, remapped) };
+    return { outcome: { ok: false, code }, faulted: true, touched: union(span, this.#wholeRuns(remapped)) };
   }
 }
 
