@@ -35,7 +35,7 @@ import { auditRegion, backingFile, type Discrepancy, type ExpectedSegment, type 
 import { RemapError, errnoOf, errnoValue } from './errors.js';
 import type { DeviceContract, EsbDevice, IpiPages } from './device.js';
 export type { Backing, RunInfo } from './run-table.js';
-import { sameLayout, type EsbGeometry } from './geometry.js';
+import { esbGeometry, sameLayout, type EsbGeometry } from './geometry.js';
 import { realNative, MAP_FIXED, MAP_SHARED, PROT_READ, PROT_WRITE, type NativeLayer } from './native/index.js';
 import { PageSource, checkFits } from './source.js';
 import { checkIrq, checkIrqRange, describeThrown, show } from './validate.js';
@@ -150,6 +150,8 @@ export class EsbController {
   #ipi: IpiPages | null;
   /** `closing`: close() delivered destroy but its munmap failed; everything needed to retry is kept. */
   #state: 'open' | 'closing' | 'closed' = 'open';
+  /** A destroy handler's error, kept until a close() finishes (thrown then). */
+  #destroyFailure: RemapError | undefined;
   #runs: RunTable<PageSource>;
   /** VMA boundaries inside IPI gaps (never-merging overlay regions only; at most #slack). */
   readonly #stale = new StaleBoundaries();
@@ -242,7 +244,7 @@ export class EsbController {
       );
     }
     const mode = asked === 'auto' ? (dev.contract === 'per-irq-offsets' ? 'overlay' : 'kernel-managed') : asked;
-    const g = dev.geometry;
+    const g = dev.geometry; // the region's own frozen copy (snapshotDevice): the device's object may change later
     if (g.hostPageSize !== BigInt(native.pageSize)) {
       throw new RemapError('E_GEOMETRY', `${op}: device geometry assumes ${g.hostPageSize}-byte pages, the host has ${native.pageSize}`);
     }
@@ -252,6 +254,9 @@ export class EsbController {
       ipi = dev.openIpiPages.call(device);
     } catch (e) {
       throw e instanceof RemapError ? e : new RemapError('E_MAP', `${op}: getting a handle on the device's IPI ESB pages failed`, { cause: e });
+    }
+    if (!isIpiPages(ipi)) {
+      throw new RemapError('E_DEVICE_UNAVAILABLE', `${op}: the device's openIpiPages() returned ${show(ipi)}, not IpiPages (withFd, offsetOf, close)`);
     }
     let addr: bigint;
     try {
@@ -478,7 +483,7 @@ export class EsbController {
     };
     for (const r of runs) {
       gapTo(r.first);
-      segments.push({ first: r.first, count: r.count, name: r.source.nameOf(0), file: fileOf(r.source.handle.fd), offset: r.source.offset });
+      segments.push({ first: r.first, count: r.count, name: r.source.nameOf(0), file: fileOf(r.source.fd), offset: r.source.offset });
       pos = end(r);
     }
     gapTo(this.nrIrqs);
@@ -504,12 +509,12 @@ export class EsbController {
     // Notifiers hear `destroy` while the pages are still there (busy: a handler cannot re-enter),
     // then the hub drops them and cuts every handle loose (seeds/000). Only once: a retried close
     // has no notifier left to tell.
-    let destroyFailure: RemapError | undefined;
     if (this.#state === 'open') {
       if (this.#hub) {
         this.#busy = true;
         try {
-          destroyFailure = this.#hub.close();
+          // Kept on the region: if the munmap below fails, the retry that succeeds still reports it.
+          this.#destroyFailure = this.#hub.close();
         } finally {
           this.#busy = false;
           this.#hub = null;
@@ -531,6 +536,8 @@ export class EsbController {
     this.#stale.clear();
     this.#ipi?.close();
     this.#ipi = null;
+    const destroyFailure = this.#destroyFailure;
+    this.#destroyFailure = undefined;
     if (destroyFailure) throw destroyFailure;
   }
 
@@ -692,7 +699,7 @@ export class EsbController {
   /** Map `count` interrupts of `source`, from its interrupt `skip`, at guest interrupt `first`. */
   #mapSource(first: number, count: number, source: PageSource, skip: number): void {
     this.#stats.syscalls++;
-    this.#native.mmap(this.#addr(first), this.#len(count), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_FIXED, source.handle.fd, skip === 0 ? source.offset : source.offset + BigInt(skip) * this.geometry.bytesPerIrq);
+    this.#native.mmap(this.#addr(first), this.#len(count), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_FIXED, source.fd, skip === 0 ? source.offset : source.offset + BigInt(skip) * this.geometry.bytesPerIrq);
   }
 
   /**
@@ -834,6 +841,16 @@ function linearIpiBase(ipi: IpiPages, nrIrqs: number, bpi: bigint): number {
   }
 }
 
+/** Whether `v` has the methods of `IpiPages` (never throws). */
+function isIpiPages(v: unknown): v is IpiPages {
+  try {
+    const p = v as IpiPages | null;
+    return typeof p === 'object' && p !== null && typeof p.withFd === 'function' && typeof p.offsetOf === 'function' && typeof p.close === 'function';
+  } catch {
+    return false;
+  }
+}
+
 /** What the controller keeps of an `EsbDevice`: its properties read once, at open. */
 type DeviceSnapshot = Pick<EsbDevice, 'name' | 'nrIrqs' | 'geometry' | 'contract' | 'mergeable' | 'openIpiPages' | 'native'>;
 
@@ -846,7 +863,11 @@ function snapshotDevice(device: unknown): DeviceSnapshot | null {
     const g = snap.geometry as EsbGeometry | undefined;
     if (typeof snap.openIpiPages !== 'function' || typeof g !== 'object' || g === null || typeof g.bytesPerIrq !== 'bigint' || typeof g.hostPageSize !== 'bigint') return null;
     if (!Number.isInteger(snap.nrIrqs) || snap.nrIrqs < 1) return null;
-    return { ...snap, name: typeof snap.name === 'string' ? snap.name : show(snap.name), mergeable: snap.mergeable === true };
+    // A frozen copy recomputed from esbShift: the controller caches figures derived from it at open,
+    // so a geometry object that is inconsistent, or changed later by its owner, must not be used.
+    const own = esbGeometry(g.esbShift, g.hostPageSize);
+    if (!sameLayout(own, g) || own.bytesPerIrq !== g.bytesPerIrq || own.esbPageSize !== g.esbPageSize || own.pagesPerIrq !== g.pagesPerIrq) return null;
+    return { ...snap, geometry: own, name: typeof snap.name === 'string' ? snap.name : show(snap.name), mergeable: snap.mergeable === true };
   } catch {
     return null;
   }

@@ -260,6 +260,11 @@ class HandleImpl implements NotifierHandle {
   #hub: NotifierHub | null;
   #entry: Entry | null = null;
 
+  /** A brand check (a Proxy of a handle is not one, and its traps are never called). */
+  static is(v: unknown): v is HandleImpl {
+    return typeof v === 'object' && v !== null && #entry in v;
+  }
+
   constructor(
     hub: NotifierHub,
     /** @inheritdoc */
@@ -504,11 +509,12 @@ export class NotifierHub {
    * @throws RemapError E_NOTIFIER unless `owner` is a live notifier of this region that takes unmap events for `irq`
    */
   pin(op: string, irq: number, owner: NotifierHandle, backing: Backing): Pin {
-    const live = owner instanceof HandleImpl ? owner.live() : null;
+    const isHandle = HandleImpl.is(owner);
+    const live = isHandle ? owner.live() : null;
     if (!live || live[0] !== this) {
       throw new RemapError(
         'E_NOTIFIER',
-        `${op}: the owner ${owner instanceof HandleImpl ? `"${owner.name}" is disposed or registered on another region` : `(${show(owner)}) is not a notifier handle`}; a pin needs a notifier registered here that takes unmap events for interrupt ${irq}`,
+        `${op}: the owner ${isHandle ? `"${owner.name}" is disposed or registered on another region` : `(${show(owner)}) is not a notifier handle`}; a pin needs a notifier registered here that takes unmap events for interrupt ${irq}`,
       );
     }
     const entry = live[1];

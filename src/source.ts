@@ -68,7 +68,7 @@ export class SharedFd {
 
   /** Take another reference. @throws Error if already closed (a library bug) */
   retain(): this {
-    if (this.#refs === 0) throw new Error(`SharedFd ${this.fd} retained after close`);
+    if (this.#refs === 0) throw new RemapError('E_SOURCE', `the source's fd ${this.fd} is closed; it cannot be attached`);
     this.#refs++;
     return this;
   }
@@ -114,27 +114,72 @@ export interface FromFdOptions {
 export class PageSource {
   #closed = false;
   readonly #base: number;
+  // Private, with getters: what fromFd validated cannot be changed from outside afterwards (a
+  // caller that moved `offset` or released the shared fd could make an attach map past the file's
+  // end, or break the region's own reference on the fd).
+  readonly #handle: SharedFd;
+  readonly #offset: bigint;
+  readonly #count: number;
+  readonly #limit: bigint;
+  readonly #name: string;
+  readonly #geometry: EsbGeometry | undefined;
+  readonly #firstIndex: number | undefined;
 
   /** @internal Use `PageSource.fromFd` or a device's `pages()`. */
   constructor(
-    /** The fd the pages are mapped from (shared with other sources of the same file). */
-    readonly handle: SharedFd,
-    /** File offset of the first interrupt's pages. */
-    readonly offset: bigint,
-    /** How many interrupts. */
-    readonly count: number,
-    /** Bytes of the file that may be mapped (checked at attach against the region's geometry). */
-    readonly limit: bigint,
-    /** Name shown by `backingOf` and error messages, e.g. `pt1:3` or `fd17`. */
-    readonly name: string,
-    /** The source's ESB layout, when it is known. */
-    readonly geometry: EsbGeometry | undefined,
-    /** Index (e.g. host interrupt number) of the first interrupt, when it is known. */
-    readonly firstIndex: number | undefined,
+    handle: SharedFd,
+    offset: bigint,
+    count: number,
+    limit: bigint,
+    name: string,
+    geometry: EsbGeometry | undefined,
+    firstIndex: number | undefined,
     /** Without a firstIndex: this source's first interrupt within the source `fromFd` made (names stay `<name>+<i>` across slices). */
     base = 0,
   ) {
+    this.#handle = handle;
+    this.#offset = offset;
+    this.#count = count;
+    this.#limit = limit;
+    this.#name = name;
+    this.#geometry = geometry;
+    this.#firstIndex = firstIndex;
     this.#base = base;
+  }
+
+  /** The fd the pages are mapped from (the source's own duplicate, shared with its slices). */
+  get fd(): number {
+    return this.#handle.fd;
+  }
+
+  /** File offset of the first interrupt's pages. */
+  get offset(): bigint {
+    return this.#offset;
+  }
+
+  /** How many interrupts. */
+  get count(): number {
+    return this.#count;
+  }
+
+  /** Bytes of the file that may be mapped (checked at attach against the region's geometry). */
+  get limit(): bigint {
+    return this.#limit;
+  }
+
+  /** Name shown by `backingOf` and error messages, e.g. `pt1:3` or `fd17`. */
+  get name(): string {
+    return this.#name;
+  }
+
+  /** The source's ESB layout, when it is known. */
+  get geometry(): EsbGeometry | undefined {
+    return this.#geometry;
+  }
+
+  /** Index (e.g. host interrupt number) of the first interrupt, when it is known. */
+  get firstIndex(): number | undefined {
+    return this.#firstIndex;
   }
 
   /**
@@ -226,7 +271,7 @@ export class PageSource {
   close(): void {
     if (this.#closed) return;
     this.#closed = true;
-    this.handle.release();
+    this.#handle.release();
   }
 
   /**
@@ -236,7 +281,7 @@ export class PageSource {
    */
   slice(i: number, count: number, bytesPerIrq: bigint): PageSource {
     return new PageSource(
-      this.handle.retain(),
+      this.#handle.retain(),
       i === 0 ? this.offset : this.offset + BigInt(i) * bytesPerIrq, // (a whole-source slice is the attach hot path: no BigInt arithmetic)
       count,
       this.limit,

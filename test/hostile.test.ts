@@ -423,6 +423,80 @@ describe('the library under hostile use', () => {
     });
   });
 
+  describe('what was validated cannot be changed afterwards (review findings)', () => {
+    it("a PageSource's offset, limit and fd are read-only, and its shared fd is out of reach", () => {
+      const src = pt.pages(7);
+      const bag = src as unknown as Record<string, unknown>;
+      expect(() => {
+        bag.offset = 8n * esb.geometry.bytesPerIrq;
+      }).to.throw(TypeError);
+      expect(() => {
+        bag.limit = 1n << 40n;
+      }).to.throw(TypeError);
+      expect(bag.handle).to.equal(undefined);
+      esb.attach(5, src);
+      src.close();
+      expect(readStamp(esb, 5)).to.equal('pt1:7:0');
+      expect(esb.detach(5)).to.equal(true);
+    });
+
+    /** A plain device that forwards to the fake, with some properties replaced. */
+    const wrap = (over: Partial<EsbDevice>): EsbDevice => ({
+      name: dev.name,
+      nrIrqs: dev.nrIrqs,
+      geometry: dev.geometry,
+      contract: dev.contract,
+      mergeable: dev.mergeable,
+      native: dev.native,
+      openIpiPages: () => dev.openIpiPages(),
+      ...over,
+    });
+
+    it("the region keeps its own copy of the device's geometry", () => {
+      const plain = EsbController.open(wrap({}));
+      plain.close();
+      const g = { ...dev.geometry };
+      const e = EsbController.open(wrap({ geometry: g }));
+      try {
+        (g as { bytesPerIrq: bigint }).bytesPerIrq *= 2n;
+        const s = pt.pages(0);
+        e.attach(10, s);
+        s.close();
+        expect(e.geometry.bytesPerIrq).to.equal(dev.geometry.bytesPerIrq);
+        expectBackingMatchesMemory(e);
+      } finally {
+        e.close();
+      }
+      expectRemapError(() => EsbController.open(wrap({ geometry: { ...dev.geometry, bytesPerIrq: 3n * dev.geometry.bytesPerIrq } })), 'E_DEVICE_UNAVAILABLE');
+    });
+
+    it('a device whose openIpiPages() returns something else, and a pin owner that is a Proxy, are RemapErrors', () => {
+      for (const r of [{}, null, 5]) {
+        expectRemapError(() => EsbController.open(wrap({ openIpiPages: () => r as never })), 'E_DEVICE_UNAVAILABLE');
+      }
+      esb.register(tracker([]));
+      expectRemapError(() => esb.pin(3, explosive() as never), 'E_NOTIFIER');
+    });
+
+    it("a destroy handler's error is still reported when the first close() failed to unmap", () => {
+      const f = new FaultyNative();
+      const d = FakeXiveDevice.create({ nrIrqs: 16, native: f });
+      const e = EsbController.open(d);
+      e.register({
+        handles: { pagesPerIrq: [1, 2] },
+        destroy() {
+          throw new Error('destroy failed');
+        },
+      });
+      f.inject({ call: 'munmap', errno: 'EINVAL' });
+      expectRemapError(() => e.close(), 'E_MAP');
+      const err = expectRemapError(() => e.close(), 'E_NOTIFIER');
+      expect(err.message).to.match(/destroy failed/);
+      e.close();
+      d.close();
+    });
+  });
+
   describe('device and region cannot disagree on the native layer', () => {
     it("opens the region through the device's native layer when none is given", () => {
       const f = new FaultyNative();

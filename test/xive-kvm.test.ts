@@ -459,8 +459,8 @@ describe('XiveKvmDevice.pages: the device\'s own sources as a PageSource (canned
     expect(src.count).to.equal(2);
     expect(src.limit).to.equal((4n + 2n * 8n) * 0x10000n);
     expect([src.nameOf(0), src.nameOf(1)]).to.deep.equal(['kvm-xive:5', 'kvm-xive:6']);
-    expect(src.handle.fd).to.not.equal(dev.fd);
-    const fd = src.handle.fd;
+    expect(src.fd).to.not.equal(dev.fd);
+    const fd = src.fd;
     src.close();
     expect(n.closed).to.include(fd);
     dev.close();

@@ -125,7 +125,13 @@ export class XiveKvmDevice implements EsbDevice {
     const op = `XiveKvmDevice.fromFd(${String(deviceFd)})`;
     const native = options?.native ?? realNative;
     checkIrqRange(op, 0, options?.nrIrqs, MAX_IRQS, 'interrupt');
-    const configured = [...(options.configured ?? [])].map((irq) => checkIrq(`${op}: configured source`, irq, options.nrIrqs));
+    let listed: unknown[];
+    try {
+      listed = [...(options.configured ?? [])];
+    } catch (e) {
+      throw new RemapError('E_IRQ_RANGE', `${op}: configured ${show(options.configured)} is not a list of interrupt numbers`, { cause: e });
+    }
+    const configured = listed.map((irq) => checkIrq(`${op}: configured source`, irq, options.nrIrqs));
     const g = xiveGeometry(native.pageSize);
     const fd = adoptKvmFd(native, deviceFd, op, KVM_XIVE_NATIVE_FD_NAME, 'a KVM XIVE native device fd (KVM_CREATE_DEVICE type KVM_DEV_TYPE_XIVE)');
     let device: KvmDevice;

@@ -96,11 +96,11 @@ export function adoptKvmFd(native: NativeLayer, fd: number, op: string, want: st
     if (!native.fdPath) throw new Error('the native layer offers no fdPath (readlink of /proc/self/fd)');
     link = native.fdPath(dup);
   } catch (e) {
-    native.close(dup);
+    closeQuietly(native, dup);
     throw new RemapError('E_DEVICE_UNAVAILABLE', `${op}: cannot tell what fd ${fd} is (readlink /proc/self/fd/${dup}${e instanceof NativeError ? `: ${e.code}` : ''}; is /proc mounted?); want ${what}`, { cause: e });
   }
   if (link !== want) {
-    native.close(dup);
+    closeQuietly(native, dup);
     throw new RemapError('E_DEVICE_UNAVAILABLE', `${op}: fd ${fd} is ${describeFdLink(link)}; want ${what} (${want})`);
   }
   return dup;
@@ -180,5 +180,14 @@ export abstract class KvmFd {
     } catch (e) {
       throw kvmError(`closing ${what}`, e);
     }
+  }
+}
+
+/** close(2) on a failure path, where the error being thrown is the one that matters (Linux releases the fd either way). */
+function closeQuietly(native: NativeLayer, fd: number): void {
+  try {
+    native.close(fd);
+  } catch {
+    /* best effort */
   }
 }

@@ -113,7 +113,11 @@ export class KvmVm extends KvmFd {
     } catch (e) {
       throw kvmError(`KVM_GET_VCPU_MMAP_SIZE on /dev/kvm (vCPUs of ${this.describe()})`, e);
     } finally {
-      this.native.close(kvm);
+      try {
+        this.native.close(kvm);
+      } catch {
+        /* best effort: the ioctl's outcome is what matters; Linux releases the fd even when close fails */
+      }
     }
     return this.#vcpuMmapSize;
   }
