@@ -744,6 +744,8 @@ export class EsbController {
       if (broken.length === 2) {
         const [b0, b1] = broken;
         this.#degraded = Object.freeze({ first: b0, end: b1, reason: `${op} failed (${describeThrown(err)}) and restoring failed too (${describeThrown(restoreErr)})` });
+        // Pages outside [b0, b1) are what the table says: notifiers that took their unmap hear so.
+        note?.cancel(this.#degraded);
         throw new RemapError('E_DEGRADED', `${op}: failed, and restoring interrupts ${b0}..${b1 - 1} failed too; they may be a hole. The region refuses further changes.`, { cause: err });
       }
       // The restore failed, but every page is still what the table says (neither mmap touched them):

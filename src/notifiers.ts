@@ -22,8 +22,9 @@
  * `'rollback'` re-announcing the old pages, in reverse order; a tracker that only applies `map`
  * and `unmap` stays right without knowing about vetoes (a pin released in an unmap handler stays
  * released; its owner may pin again when it gets the rollback `map`). A failed mmap that the controller undid
- * (E_MAP) is announced the same way. If even the restore failed (E_DEGRADED), no `map` follows:
- * the pages may really be gone.
+ * (E_MAP) is announced the same way. If even the restore failed (E_DEGRADED), only the events
+ * wholly outside the degraded span are re-announced; inside it no `map` follows: the pages may
+ * really be gone.
  *
  * A pin holds one interrupt's current pages for a consumer (seeds/003). Only a notifier that takes
  * `unmap` events for that interrupt may own pins; when the interrupt is about to change, the owner
@@ -372,9 +373,14 @@ export class PendingChange {
     }
   }
 
-  /** The change did not happen and the old pages are back: re-announce them to whoever took the unmap. Never throws. */
-  cancel(): void {
-    this.hub.rollback(this.op, this.delivered);
+  /**
+   * The change did not happen and the old pages are back: re-announce them to whoever took the
+   * unmap. With `broken` (a failed restore left [first, end) possibly a hole), only the events that
+   * lie wholly outside it are re-announced: no `map` may name pages that may be gone. Never throws.
+   */
+  cancel(broken?: { readonly first: number; readonly end: number }): void {
+    const keep = broken ? this.delivered.filter(([, e]) => e.first + e.count <= broken.first || e.first >= broken.end) : this.delivered;
+    this.hub.rollback(this.op, keep);
   }
 }
 

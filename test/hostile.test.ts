@@ -238,6 +238,24 @@ describe('the library under hostile use', () => {
       expect(fe.audit()).to.deep.equal([]);
     });
 
+    it('re-announces the restored pages outside the broken span to notifiers that took their unmap', () => {
+      const a = pt.pages(0, 4);
+      const b = pt.pages(8, 4);
+      fe.attachRange(10, 4, a);
+      fe.attachRange(20, 4, b);
+      a.close();
+      b.close();
+      const log: string[] = [];
+      fe.register(tracker(log));
+      f.inject({ call: 'mmap', errno: 'ENOMEM', mode: 'hole' }); // the detach's own mmap: [11, 23) gone
+      f.inject({ call: 'mmap', nth: 3, errno: 'EAGAIN' }); // the restore: run [10, 14) back, then the IPI gap fails
+      expectRemapError(() => fe.detachRange(11, 12), 'E_DEGRADED');
+      const d = fe.degraded as NonNullable<EsbController['degraded']>;
+      expect(d.first).to.be.at.least(14);
+      expectBackingMatchesMemory(fe, [10, 11, 12, 13]);
+      expect(log).to.deep.equal(['tracker unmap 11+3 detach', 'tracker unmap 20+3 detach', 'tracker map 11+3 passthrough rollback']);
+    });
+
     it('replays no map for interrupts that may be a hole', () => {
       const s = pt.pages(0, 8);
       fe.attachRange(10, 8, s);
