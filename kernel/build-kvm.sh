@@ -23,7 +23,7 @@
 #   --series DIR           the patches to apply, every *.patch in DIR in name order
 #                          (default: series-6.1 beside this script, the series in its 6.1 form)
 # The result is cached in $CACHE/kmod-<kernel version>-<first 12 hex digits of the sha256 of every
-# patch of the series, its file names, and this script>/ (a change to any of them builds again)
+# patch of the series, its file names, this script and kmod-lib.sh>/ (a change to any of them builds again)
 # (kvm.ko and a manifest); a cached result costs nothing. The path of kvm.ko is printed on stdout,
 # progress on stderr.
 set -euo pipefail
@@ -32,6 +32,8 @@ HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 T0=$(date +%s)
 say() { printf 'build-kvm [%4ss]: %s\n' "$(($(date +%s) - T0))" "$*" >&2; }
 die() { printf 'build-kvm: error: %s\n' "$*" >&2; exit 1; }
+# shellcheck source=kmod-lib.sh
+. "$HERE/kmod-lib.sh"   # tapt/hapt, host tools, versions, download, headers and source unpacking
 
 KPKG= KVER= APTCONF= STOCK= SERIES_DIR=$HERE/series-6.1
 CACHE=${XDG_CACHE_HOME:-$HOME/.cache}/xive-remap-power9
@@ -47,21 +49,9 @@ while [ $# -gt 0 ]; do
   esac
 done
 
-# apt for the target's (ppc64el) packages, and apt for the build host's own (linux-kbuild).
-tapt() { if [ -n "$APTCONF" ]; then APT_CONFIG=$APTCONF "$@"; else "$@"; fi; }
-hapt() { env -u APT_CONFIG "$@"; }
 
 # --- what to build ------------------------------------------------------------------------------
-[ -n "$KPKG" ] || die "--kernel-package linux-image-<abi>-<flavour> is required"
-[[ "$KPKG" =~ ^linux-image-([0-9]+\.[0-9]+\.[0-9]+-[0-9]+)-(.+)$ ]] \
-  || die "'$KPKG' is not a Debian kernel image package name (linux-image-<abi>-<flavour>)"
-ABI=${BASH_REMATCH[1]} FLAVOUR=${BASH_REMATCH[2]}
-if [ -z "$KVER" ]; then
-  KVER=$(tapt apt-cache policy "$KPKG" | awk '$1 == "Candidate:" { print $2 }')
-  [ -n "$KVER" ] && [ "$KVER" != "(none)" ] || die "apt knows no version of $KPKG"
-fi
-UPSTREAM=${KVER%-*}                                 # 6.1.176-1 -> 6.1.176
-SERIES=$(cut -d. -f1,2 <<<"$UPSTREAM")              # -> 6.1 (linux-source-6.1, linux-kbuild-6.1)
+kmod_parse_kernel
 [ -d "$SERIES_DIR" ] || die "series directory $SERIES_DIR not found"
 shopt -s nullglob; PATCHES=("$SERIES_DIR"/*.patch); shopt -u nullglob   # glob order = name order
 [ ${#PATCHES[@]} -gt 0 ] || die "no *.patch in $SERIES_DIR"
@@ -69,7 +59,7 @@ shopt -s nullglob; PATCHES=("$SERIES_DIR"/*.patch); shopt -u nullglob   # glob o
 PATCH_LIST=$(cd "$SERIES_DIR" && sha256sum -- "${PATCHES[@]##*/}")
 PATCH_SHA=$(sha256sum <<<"$PATCH_LIST" | cut -d' ' -f1)
 # The key covers every patch (content, name, order) and how it is built (this script).
-BUILD_SHA=$(cat <(echo "$PATCH_LIST") "${BASH_SOURCE[0]}" | sha256sum | cut -d' ' -f1)
+BUILD_SHA=$(cat <(echo "$PATCH_LIST") "${BASH_SOURCE[0]}" "$HERE/kmod-lib.sh" | sha256sum | cut -d' ' -f1)
 OUT="$CACHE/kmod-$KVER-${BUILD_SHA:0:12}"
 
 mkdir -p "$CACHE"
@@ -83,51 +73,16 @@ fi
 say "building kvm.ko for $KPKG $KVER with the ${#PATCHES[@]} patches of $(basename "$SERIES_DIR") (sha256 of the list ${PATCH_SHA:0:12}…)"
 
 # --- host tools ---------------------------------------------------------------------------------
-case "$(dpkg --print-architecture)" in
-  ppc64el) CROSS=;                       CC_PKG=gcc-12 ;;
-  *)       CROSS=powerpc64le-linux-gnu-; CC_PKG=gcc-12-powerpc64le-linux-gnu ;;
-esac
-ensure_host_packages() {
-  local p missing=()
-  for p in "$@"; do
-    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
-  done
-  [ ${#missing[@]} = 0 ] && return
-  [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null \
-    || die "host packages missing and not root with apt-get to install them: ${missing[*]}"
-  say "installing host packages: ${missing[*]}"
-  export DEBIAN_FRONTEND=noninteractive
-  hapt apt-get update -qq >/dev/null 2>&1 || say "warning: apt-get update reported errors (continuing)"
-  hapt apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null \
-    || die "apt-get install ${missing[*]} failed: the patched kvm.ko cannot be built without them"
-}
-ensure_host_packages "$CC_PKG" make xz-utils zstd kmod patch
-command -v "${CROSS}gcc-12" >/dev/null || die "${CROSS}gcc-12 not found (Debian's kernel headers use gcc-12)"
+kmod_host_tools make xz-utils zstd kmod patch
 
 # --- versions -----------------------------------------------------------------------------------
-# pick_version APTWRAPPER PACKAGE: the kernel's own version if apt has it, else one of the same
-# upstream version (a Debian revision apart: same sources, said in a warning), else fail.
-pick_version() {
-  local wrap=$1 pkg=$2 versions v
-  versions=$($wrap apt-cache madison "$pkg" 2>/dev/null | awk -F' *[|] *' '{ print $2 }' | sort -u)
-  if grep -qxF "$KVER" <<<"$versions"; then echo "$KVER"; return; fi
-  v=$(grep -E "^${UPSTREAM//./\\.}-" <<<"$versions" | sort -V | tail -1 || true)
-  if [ -n "$v" ]; then
-    say "warning: no $pkg $KVER; using $v (same upstream version $UPSTREAM)"
-    echo "$v"; return
-  fi
-  die "$pkg: no version of upstream $UPSTREAM (the kernel is $KPKG $KVER); apt has: $(tr '\n' ' ' <<<"${versions:-nothing}")"
-}
 # The headers define the module ABI (config, Module.symvers): they must be the kernel's exact version.
 for p in "linux-headers-$ABI-$FLAVOUR" "linux-headers-$ABI-common"; do
   tapt apt-cache madison "$p" 2>/dev/null | awk -F' *[|] *' '{ print $2 }' | grep -qxF "$KVER" \
     || die "$p $KVER is not in apt (the mirror may have moved on: XIVE_POWER9_REFRESH=1 rebuilds run.sh's base layer with the current kernel)"
 done
-SRC_VER=$(pick_version tapt "linux-source-$SERIES")
-if ! hapt apt-cache madison "linux-kbuild-$SERIES" 2>/dev/null | grep -q .; then
-  [ "$(id -u)" = 0 ] && hapt apt-get update -qq >/dev/null 2>&1 || true
-fi
-KBUILD_VER=$(pick_version hapt "linux-kbuild-$SERIES")
+SRC_VER=$(kmod_pick_version tapt "linux-source-$SERIES")
+KBUILD_VER=$(kmod_pick_version hapt "linux-kbuild-$SERIES")
 say "linux-source-$SERIES $SRC_VER, linux-headers-$ABI-{$FLAVOUR,common} $KVER, linux-kbuild-$SERIES $KBUILD_VER ($(dpkg --print-architecture))"
 
 # --- fetch and unpack ---------------------------------------------------------------------------
@@ -135,37 +90,20 @@ W="$CACHE/kmod-work"
 rm -rf "$W" "$OUT.new"
 trap 'rm -rf "$W"' EXIT
 mkdir -p "$W/debs" "$W/hdr" "$W/src" "$W/stock"
-download() { # APTWRAPPER PKG=VER…
-  local wrap=$1; shift
-  (cd "$W/debs" && $wrap apt-get download -qq -o APT::Sandbox::User=root "$@" >"$W/download.log" 2>&1) \
-    || { cat "$W/download.log" >&2; die "apt-get download $* failed"; }
-}
-download tapt "linux-source-$SERIES=$SRC_VER" "linux-headers-$ABI-$FLAVOUR=$KVER" "linux-headers-$ABI-common=$KVER"
-download hapt "linux-kbuild-$SERIES=$KBUILD_VER"
-[ -n "$STOCK" ] || download tapt "$KPKG=$KVER"
+kmod_download tapt "linux-source-$SERIES=$SRC_VER" "linux-headers-$ABI-$FLAVOUR=$KVER" "linux-headers-$ABI-common=$KVER"
+kmod_download hapt "linux-kbuild-$SERIES=$KBUILD_VER"
+[ -n "$STOCK" ] || kmod_download tapt "$KPKG=$KVER"
 say "downloaded $(du -sh "$W/debs" | cut -f1) of packages"
 
-for deb in "$W"/debs/linux-headers-*.deb "$W"/debs/linux-kbuild-*.deb; do dpkg-deb -x "$deb" "$W/hdr"; done
-KDIR="$W/hdr/usr/src/linux-headers-$ABI-$FLAVOUR"
-COMMON="$W/hdr/usr/src/linux-headers-$ABI-common"
-[ -f "$KDIR/Module.symvers" ] && [ -f "$COMMON/Makefile" ] || die "unexpected layout of the headers packages"
-# The flavour's Makefile includes the common one by its installed path; point it at ours.
-sed -i "s|^include /usr/src/linux-headers-$ABI-common/Makefile|include $COMMON/Makefile|" "$KDIR/Makefile"
-grep -qF "include $COMMON/Makefile" "$KDIR/Makefile" || die "could not redirect $KDIR/Makefile to $COMMON"
+kmod_unpack_headers
 
 # Only the sources kvm.ko is built from: arch/powerpc/kvm, virt/kvm (compiled as ../../../virt/kvm
 # relative to the module directory), and arch/powerpc/mm/mmu_decl.h, which powerpc.c includes; the
 # documentation the series patches too (so that every patch applies whole); and checkpatch.pl with
 # the two files it reads.
 say "unpacking arch/powerpc/kvm, virt/kvm, the XIVE device's documentation and checkpatch.pl from linux-source-$SERIES"
-dpkg-deb --fsys-tarfile "$W"/debs/linux-source-*.deb \
-  | tar -xO "./usr/src/linux-source-$SERIES.tar.xz" | xz -dc \
-  | tar -x -C "$W/src" --strip-components=1 "linux-source-$SERIES/arch/powerpc/kvm" \
-      "linux-source-$SERIES/virt/kvm" "linux-source-$SERIES/arch/powerpc/mm/mmu_decl.h" \
-      "linux-source-$SERIES/Documentation/virt/kvm/devices/xive.rst" \
-      "linux-source-$SERIES/scripts/checkpatch.pl" "linux-source-$SERIES/scripts/spelling.txt" \
-      "linux-source-$SERIES/scripts/const_structs.checkpatch"
-rm -f "$W"/debs/linux-source-*.deb
+kmod_unpack_source arch/powerpc/kvm virt/kvm arch/powerpc/mm/mmu_decl.h Documentation/virt/kvm/devices/xive.rst \
+  scripts/checkpatch.pl scripts/spelling.txt scripts/const_structs.checkpatch
 # arch/powerpc/kvm/Makefile includes $(srctree)/virt/kvm/Makefile.kvm; out of tree, $(srctree) is
 # the headers, which lack it: include the one beside the sources instead.
 sed -i 's|^include $(srctree)/virt/kvm/Makefile.kvm$|include $(src)/../../../virt/kvm/Makefile.kvm|' \

@@ -15,7 +15,7 @@
 #
 # usage: build-vfio.sh --kernel-package linux-image-6.1.0-50-powerpc64le --kernel-version 6.1.176-1
 #          [--apt-config FILE] [--cache DIR]
-# Output: $CACHE/vfio-<kernel version>-<12 hex digits of the sha256 of the patch and this script>/
+# Output: $CACHE/vfio-<kernel version>-<12 hex digits of the sha256 of the patch, this script and kernel/kmod-lib.sh>/
 #   *.ko        the patched vfio.ko and the stock modules it needs beside it (vfio-pci, its
 #               dependencies, vfio_iommu_spapr_tce), uncompressed, debug info stripped
 #   load-order  their file names, dependencies first (what the guest insmods, in order)
@@ -28,6 +28,8 @@ PATCH="$HERE/vfio-powerpc-6.1.patch"
 T0=$(date +%s)
 say() { printf 'build-vfio [%4ss]: %s\n' "$(($(date +%s) - T0))" "$*" >&2; }
 die() { printf 'build-vfio: error: %s\n' "$*" >&2; exit 1; }
+# shellcheck source=../../kernel/kmod-lib.sh
+. "$HERE/../../kernel/kmod-lib.sh"   # tapt/hapt, host tools, versions, download, headers and source unpacking
 
 KPKG= KVER= APTCONF=
 CACHE=${XDG_CACHE_HOME:-$HOME/.cache}/xive-remap-power9
@@ -40,15 +42,10 @@ while [ $# -gt 0 ]; do
     *) die "unknown argument '$1' (see the comment at the top of $0)" ;;
   esac
 done
-tapt() { if [ -n "$APTCONF" ]; then APT_CONFIG=$APTCONF "$@"; else "$@"; fi; }
-hapt() { env -u APT_CONFIG "$@"; }
-
 [ -n "$KPKG" ] && [ -n "$KVER" ] || die "--kernel-package and --kernel-version are required"
-[[ "$KPKG" =~ ^linux-image-([0-9]+\.[0-9]+\.[0-9]+-[0-9]+)-(.+)$ ]] || die "'$KPKG' is not linux-image-<abi>-<flavour>"
-ABI=${BASH_REMATCH[1]} FLAVOUR=${BASH_REMATCH[2]}
-SERIES=$(cut -d. -f1,2 <<<"${KVER%-*}")
+kmod_parse_kernel
 [ -f "$PATCH" ] || die "$PATCH not found"
-KEY=$(cat "$PATCH" "${BASH_SOURCE[0]}" | sha256sum | cut -c1-12)
+KEY=$(cat "$PATCH" "${BASH_SOURCE[0]}" "$HERE/../../kernel/kmod-lib.sh" | sha256sum | cut -c1-12)
 OUT="$CACHE/vfio-$KVER-$KEY"
 
 mkdir -p "$CACHE"
@@ -61,52 +58,22 @@ if [ -f "$OUT/load-order" ] && [ -f "$OUT/manifest" ]; then
 fi
 say "building vfio.ko for $KPKG $KVER with $(basename "$PATCH")"
 
-case "$(dpkg --print-architecture)" in
-  ppc64el) CROSS=;                       CC_PKG=gcc-12 ;;
-  *)       CROSS=powerpc64le-linux-gnu-; CC_PKG=gcc-12-powerpc64le-linux-gnu ;;
-esac
-missing=()
-for p in "$CC_PKG" make xz-utils kmod patch binutils-powerpc64le-linux-gnu; do
-  [ "$p" = binutils-powerpc64le-linux-gnu ] && [ -z "$CROSS" ] && continue
-  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
-done
-if [ ${#missing[@]} -gt 0 ]; then
-  [ "$(id -u)" = 0 ] || die "host packages missing and not root to install them: ${missing[*]}"
-  say "installing host packages: ${missing[*]}"
-  export DEBIAN_FRONTEND=noninteractive
-  hapt apt-get update -qq >/dev/null 2>&1 || say "warning: apt-get update reported errors (continuing)"
-  hapt apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null || die "apt-get install ${missing[*]} failed"
-fi
+tools=(make xz-utils kmod patch)
+[ "$(dpkg --print-architecture)" = ppc64el ] || tools+=(binutils-powerpc64le-linux-gnu)   # its strip
+kmod_host_tools "${tools[@]}"
 
 W="$CACHE/vfio-work"
 rm -rf "$W" "$OUT.new"
 trap 'rm -rf "$W"' EXIT
 mkdir -p "$W/debs" "$W/hdr" "$W/src" "$W/image"
-download() { # APTWRAPPER PKG=VER…
-  local wrap=$1; shift
-  (cd "$W/debs" && $wrap apt-get download -qq -o APT::Sandbox::User=root "$@" >"$W/download.log" 2>&1) \
-    || { cat "$W/download.log" >&2; die "apt-get download $* failed"; }
-}
 # Same-version packages only: the module ABI is the kernel's exact build.
-download tapt "linux-source-$SERIES=$KVER" "linux-headers-$ABI-$FLAVOUR=$KVER" "linux-headers-$ABI-common=$KVER" "$KPKG=$KVER"
-if ! hapt apt-cache madison "linux-kbuild-$SERIES" 2>/dev/null | grep -q .; then
-  [ "$(id -u)" = 0 ] && hapt apt-get update -qq >/dev/null 2>&1 || true
-fi
-KBUILD_VER=$(hapt apt-cache madison "linux-kbuild-$SERIES" 2>/dev/null | awk -F' *[|] *' '{ print $2 }' | grep -xF "$KVER" || true)
-[ -n "$KBUILD_VER" ] || KBUILD_VER=$(hapt apt-cache madison "linux-kbuild-$SERIES" | awk -F' *[|] *' '{ print $2 }' | grep "^${KVER%-*}-" | sort -V | tail -1)
-[ -n "$KBUILD_VER" ] || die "no linux-kbuild-$SERIES of upstream ${KVER%-*} in the host's apt"
-download hapt "linux-kbuild-$SERIES=$KBUILD_VER"
+kmod_download tapt "linux-source-$SERIES=$KVER" "linux-headers-$ABI-$FLAVOUR=$KVER" "linux-headers-$ABI-common=$KVER" "$KPKG=$KVER"
+KBUILD_VER=$(kmod_pick_version hapt "linux-kbuild-$SERIES")
+kmod_download hapt "linux-kbuild-$SERIES=$KBUILD_VER"
 say "downloaded $(du -sh "$W/debs" | cut -f1) (linux-kbuild-$SERIES $KBUILD_VER)"
 
-for deb in "$W"/debs/linux-headers-*.deb "$W"/debs/linux-kbuild-*.deb; do dpkg-deb -x "$deb" "$W/hdr"; done
-KDIR="$W/hdr/usr/src/linux-headers-$ABI-$FLAVOUR"
-COMMON="$W/hdr/usr/src/linux-headers-$ABI-common"
-[ -f "$KDIR/Module.symvers" ] && [ -f "$COMMON/Makefile" ] || die "unexpected layout of the headers packages"
-sed -i "s|^include /usr/src/linux-headers-$ABI-common/Makefile|include $COMMON/Makefile|" "$KDIR/Makefile"
-grep -qF "include $COMMON/Makefile" "$KDIR/Makefile" || die "could not redirect $KDIR/Makefile to $COMMON"
-dpkg-deb --fsys-tarfile "$W"/debs/linux-source-*.deb | tar -xO "./usr/src/linux-source-$SERIES.tar.xz" | xz -dc \
-  | tar -x -C "$W/src" --strip-components=1 "linux-source-$SERIES/drivers/vfio"
-rm -f "$W"/debs/linux-source-*.deb
+kmod_unpack_headers
+kmod_unpack_source drivers/vfio
 dpkg-deb -x "$W/debs/${KPKG}_"*.deb "$W/image"
 REL=$(basename "$(ls -d "$W"/image/lib/modules/*)")
 MODS="$W/image/lib/modules/$REL"
