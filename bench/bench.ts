@@ -388,27 +388,54 @@ function controllerBatch(rig: OverlayRig, cycles: number, populated: boolean): B
   });
 }
 
-/** The identical pairs made through the native layer directly, on the bare region. */
-function koffiBatch(rig: OverlayRig, cycles: number, populated: boolean): Batch {
+/** Plain JavaScript with no system call and no allocation: `n` steps over a 64 KiB array (`spinNs` measures it). */
+const spinArea = new Float64Array(8192);
+function spin(n: number): void {
+  let x = 0;
+  for (let k = 0, p = 0; k < n; k++, p = (p + 9) & 8191) x += (spinArea[p] as number) + k;
+  spinArea[n & 8191] = x * 0; // a store the compiler cannot drop (the array stays all zeros)
+}
+
+/** Steps of `spin` that cost `ns` alone, measured here (median of 7 batches after a warm-up). */
+function spinStepsFor(ns: number): number {
+  const steps = 1000;
+  const per: number[] = [];
+  for (let b = 0; b < 8; b++) {
+    const t0 = now();
+    for (let i = 0; i < 2000; i++) spin(steps);
+    if (b > 0) per.push((now() - t0) / 2000 / steps);
+  }
+  return Math.max(1, Math.round(ns / median(per)));
+}
+
+/**
+ * The identical pairs made through the native layer directly, on the bare region; with `jsSteps`,
+ * plain JavaScript (`spin`) of about the controller's own cost runs before each of the two calls, as
+ * the controller's does (half each): what that much JS in that place costs with the kernel work around it.
+ */
+function koffiBatch(rig: OverlayRig, cycles: number, populated: boolean, jsSteps = 0): Batch {
   const { esb, pt, bare } = rig;
   const bpi = esb.geometry.bytesPerIrq;
   const n = esb.nrIrqs;
-  const addrs = Array.from({ length: n }, (_, i) => bare.addr + BigInt(i) * bpi);
-  const ptOffs = Array.from({ length: pt.nrIrqs }, (_, i) => BigInt(i) * bpi);
-  const ipiOffs = Array.from({ length: n }, (_, i) => BigInt(i) * bpi);
-  const flags = MAP_SHARED | MAP_FIXED;
-  const prot = PROT_READ | PROT_WRITE;
+  // The native layer's entry the controller itself uses (`remapShared`: Numbers, MAP_SHARED | MAP_FIXED, read-write).
+  const remap = realNative.remapShared as NonNullable<NativeLayer['remapShared']>;
+  const len = Number(bpi);
+  const addrs = Array.from({ length: n }, (_, i) => Number(bare.addr) + i * len);
+  const ptOffs = Array.from({ length: pt.nrIrqs }, (_, i) => i * len);
+  const ipiOffs = Array.from({ length: n }, (_, i) => i * len);
   const ptFd = pt.fd;
   const ipiFd = bare.dev.fd;
   const ns = new Array<number>(cycles);
   return counted(cycles, () => {
     for (let c = 0; c < cycles; c++) {
       const irq = c % n;
-      const at = addrs[irq] as bigint;
-      if (populated) touchPages(at, bpi);
+      const at = addrs[irq] as number;
+      if (populated) touchPages(BigInt(at), bpi);
       const t0 = now();
-      realNative.mmap(at, bpi, prot, flags, ptFd, ptOffs[c % pt.nrIrqs] as bigint);
-      realNative.mmap(at, bpi, prot, flags, ipiFd, ipiOffs[irq] as bigint);
+      if (jsSteps > 0) spin(jsSteps);
+      remap.call(realNative, at, len, ptFd, ptOffs[c % pt.nrIrqs] as number);
+      if (jsSteps > 0) spin(jsSteps);
+      remap.call(realNative, at, len, ipiFd, ipiOffs[irq] as number);
       ns[c] = now() - t0;
     }
     return median(ns);
@@ -423,10 +450,13 @@ function koffiBatch(rig: OverlayRig, cycles: number, populated: boolean): Batch 
  * can run in between: 1,000 pairs allocate well under the young generation's size).
  */
 function controllerJs(others: number, batches: number, pairs: number): { medianNs: number; p10Ns: number; p90Ns: number; perBatchNs: number[]; cpuNsMedian: number; bytesPerPair: number } {
+  // Both of the controller's entries into the native layer: its Number hot path (`remapShared`, an
+  // own property, so the controller uses it) and `mmap` (open's mapping, and any bigint fallback).
   const fast: NativeLayer = Object.create(realNative, {
     mmap: {
       value: (addr: bigint, len: bigint, prot: number, flags: number, fd: number, off: bigint): bigint => (flags & MAP_FIXED ? addr : realNative.mmap(addr, len, prot, flags, fd, off)),
     },
+    remapShared: { value: (): void => undefined },
   }) as NativeLayer;
   const nrIrqs = 4096;
   const dev = FakeXiveDevice.create({ nrIrqs, esbShift: ESB_SHIFT, stamp: false });
@@ -502,6 +532,9 @@ function benchOverlay(): void {
   const cycles = 400;
   const rounds = reps(15);
   const nodeThreads = processThreads();
+  // koffiPlusJs: the bare pair with plain JS of the controller's own measured cost (half before each call).
+  const jsNs = js0.medianNs;
+  const jsSteps = Math.max(1, Math.round(spinStepsFor(jsNs) / 2));
   const out: Record<string, unknown> = {};
   const primary: Record<string, Spread | null> = {};
   for (const shift of [ESB_SHIFT, 17]) {
@@ -513,15 +546,16 @@ function benchOverlay(): void {
           controllerBatch(rig, cycles, populated); // JIT warm-up
           koffiBatch(rig, cycles, populated);
         }
-        const kinds = bin ? (['controller', 'koffi', 'c', 'cThreaded'] as const) : (['controller', 'koffi'] as const);
-        type Kind = 'controller' | 'koffi' | 'c' | 'cThreaded';
-        const got: Record<Kind, Batch[]> = { controller: [], koffi: [], c: [], cThreaded: [] };
+        const kinds = bin ? (['controller', 'koffi', 'koffiPlusJs', 'c', 'cThreaded'] as const) : (['controller', 'koffi', 'koffiPlusJs'] as const);
+        type Kind = 'controller' | 'koffi' | 'koffiPlusJs' | 'c' | 'cThreaded';
+        const got: Record<Kind, Batch[]> = { controller: [], koffi: [], koffiPlusJs: [], c: [], cThreaded: [] };
         for (let r = 0; r < rounds; r++) {
           // Rotate the order, so drift in the machine's load hits every kind alike.
           for (let k = 0; k < kinds.length; k++) {
             const kind = kinds[(r + k) % kinds.length] as Kind;
             if (kind === 'controller') got.controller.push(controllerBatch(rig, cycles, populated));
             else if (kind === 'koffi') got.koffi.push(koffiBatch(rig, cycles, populated));
+            else if (kind === 'koffiPlusJs') got.koffiPlusJs.push(koffiBatch(rig, cycles, populated, jsSteps));
             else {
               const c = runOverlayC(bin as string, nrIrqs, rig.esb.geometry.bytesPerIrq, ptIrqs, cycles, kind === 'cThreaded' ? { threads: nodeThreads - 1, wakeUs: 1000, unpopulated: !populated } : { unpopulated: !populated });
               got[kind].push({ medianNs: c.median_ns, tlbPerPair: c.tlb_per_cycle, calPerPair: c.cal_per_cycle, sysNsPerPair: c.sys_ns_per_cycle });
@@ -534,10 +568,11 @@ function benchOverlay(): void {
         const sys = (k: Kind): number | null => (got[k].length ? us(median(got[k].map((x) => x.sysNsPerPair))) : null);
         const entry = {
           hostPagesPerIrq: Number(rig.esb.geometry.bytesPerIrq / BigInt(realNative.pageSize)),
-          us: { controller: us1('controller'), koffi: us1('koffi'), c: us1('c'), cThreaded: us1('cThreaded') },
+          us: { controller: us1('controller'), koffi: us1('koffi'), koffiPlusJs: us1('koffiPlusJs'), c: us1('c'), cThreaded: us1('cThreaded') },
           tlbShootdownsPerPair: { controller: tlb('controller'), koffi: tlb('koffi'), c: tlb('c'), cThreaded: tlb('cThreaded') },
-          kernelUsPerPair: { controller: sys('controller'), koffi: sys('koffi'), c: sys('c'), cThreaded: sys('cThreaded') },
+          kernelUsPerPair: { controller: sys('controller'), koffi: sys('koffi'), koffiPlusJs: sys('koffiPlusJs'), c: sys('c'), cThreaded: sys('cThreaded') },
           overlayVsKoffi: per('controller', 'koffi'),
+          koffiPlusJsVsKoffi: per('koffiPlusJs', 'koffi'),
           overlayVsC: per('controller', 'c'),
           overlayVsCThreaded: per('controller', 'cThreaded'),
           koffiVsC: per('koffi', 'c'),
@@ -591,7 +626,9 @@ function benchOverlay(): void {
     nodeThreads,
     ...out,
     cThreads: threads,
-    note: 'each round: one batch of each kind in rotated order; a batch is summarised by the median of its pairs; ratios are per round. koffi: the same two MAP_FIXED mmaps through the native layer (its owned-range check included) on an equal bare region, addresses precomputed. cThreaded: bench/overlay.c with as many threads as this process (nodeThreads) waking every 1 ms. tlbShootdownsPerPair: /proc/interrupts TLB, whole machine, per pair',
+    jsNsPerPair: jsNs,
+    jsStepsPerCall: jsSteps,
+    note: 'each round: one batch of each kind in rotated order; a batch is summarised by the median of its pairs; ratios are per round. koffi: the same two MAP_FIXED mmaps through the native layer entry the controller uses (remapShared: Numbers, its owned-range check included) on an equal bare region, addresses precomputed. koffiPlusJs: the koffi pair with plain JS (no system call, no allocation) of the controller\'s own cost per pair (jsNsPerPair, controllerJsNsPerPair.tableEmpty of this run) split before the two calls: what that much JS costs in that place. cThreaded: bench/overlay.c with as many threads as this process (nodeThreads) waking every 1 ms. tlbShootdownsPerPair: /proc/interrupts TLB, whole machine, per pair',
   };
   const ok = (s: Spread | null | undefined, goal: number): boolean | null => (s ? s.median <= goal : null);
   const pu = primary.overlayVsKoffiUnpopulated;

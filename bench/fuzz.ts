@@ -53,14 +53,16 @@ function main(): number {
     const ops = Math.min(perEpisode, total - done);
     const unmergeable = kinds[episode % kinds.length] as boolean;
     const vmaSlack = unmergeable ? slacks[Math.floor(episode / kinds.length) % slacks.length] : undefined;
-    const config: ModelConfig = vmaSlack === undefined ? { nrIrqs, unmergeable } : { nrIrqs, unmergeable, vmaSlack };
+    // Every other pair of episodes gives the controller bigint mmap calls only (its fallback path).
+    const hotPath = Math.floor(episode / 2) % 2 === 0;
+    const config: ModelConfig = vmaSlack === undefined ? { nrIrqs, unmergeable, hotPath } : { nrIrqs, unmergeable, vmaSlack, hotPath };
     const episodeSeed = seeds.int(2 ** 31);
     let stats: ReplayStats;
     try {
       stats = runSeed(config, { seed: episodeSeed, ops, faultRate, timeMs: shrinkMs });
     } catch (e) {
       console.error(`\nFAILED in episode ${episode} (episode seed ${episodeSeed}) after ${done} ops of run seed ${seed}`);
-      console.error(`rerun: node dist/bench/fuzz.js --ops ${total} --seed ${seed} --episode ${perEpisode} --fault-rate ${faultRate} --nr-irqs ${nrIrqs} --kind ${values.kind} --vma-slack ${values['vma-slack']} (this episode: vmaSlack ${vmaSlack ?? 'default'})\n`);
+      console.error(`rerun: node dist/bench/fuzz.js --ops ${total} --seed ${seed} --episode ${perEpisode} --fault-rate ${faultRate} --nr-irqs ${nrIrqs} --kind ${values.kind} --vma-slack ${values['vma-slack']} (this episode: vmaSlack ${vmaSlack ?? 'default'}, ${hotPath ? 'Number hot path' : 'bigint mmap path'})\n`);
       console.error(e instanceof Error ? e.message : String(e));
       return 1;
     }

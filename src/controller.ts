@@ -6,7 +6,7 @@
  * notifiers, so the guest's next load reaches the new page.
  *
  * Data flow of every change: validate (bad input changes nothing) → build the next run table
- * (`RunTable`, src/run-table.ts: immutable, sorted, O(passthrough runs)) → one mmap → commit the table. If the mmap fails,
+ * (`RunTable`, src/run-table.ts: sorted, O(passthrough runs), changed only after the mmap) → one mmap → commit the table. If the mmap fails,
  * the pages of the touched range are put back to what the old table says *before* the error
  * leaves (some kernels unmap first and then fail, leaving a hole); if even that fails, the
  * controller is degraded and refuses further changes. Registered notifiers (src/notifiers.ts)
@@ -26,10 +26,13 @@
  * region has at most 2 × runs + 1 + K VMAs after every call, 1 once nothing is attached, and a
  * detach still makes exactly one mmap. Figures: `npm run bench -- --vmas` (README, Performance).
  *
- * The hot path (attach/detach, ~260–290 ns of CPU per pair of JavaScript, `npm run bench --
- * --overlay`) builds no op string unless something fails or someone listens, does its address
- * arithmetic in Numbers where the region's addresses fit in 2^53, and changes the run table in
- * place once the mmap succeeded (it is private: nothing outside sees it change).
+ * The hot path (attach/detach, ~130–170 ns of JavaScript per pair, `npm run bench -- --overlay`)
+ * builds no op string unless something fails or someone listens, makes no bigint: it does its
+ * address arithmetic in Numbers where the region's addresses fit in 2^53 and hands them to the
+ * native layer's Number entry (`NativeLayer.remapShared`; a layer without it gets bigint `mmap`
+ * calls), takes the run's fd reference on the caller's own source object (`regionRefs.hold`, no
+ * object made), and changes the run table in place once the mmap succeeded (it is private:
+ * nothing outside sees it change).
  */
 import { auditRegion, backingFile, type Discrepancy, type ExpectedSegment, type FileId } from './audit.js';
 import { RemapError, errnoOf, errnoValue } from './errors.js';
@@ -37,7 +40,7 @@ import type { DeviceContract, EsbDevice, IpiPages } from './device.js';
 export type { Backing, RunInfo } from './run-table.js';
 import { esbGeometry, sameLayout, type EsbGeometry } from './geometry.js';
 import { realNative, MAP_FIXED, MAP_SHARED, PROT_READ, PROT_WRITE, type NativeLayer } from './native/index.js';
-import { PageSource, checkFits } from './source.js';
+import { PageSource, checkFits, regionRefs } from './source.js';
 import { checkIrq, checkIrqRange, describeThrown, show } from './validate.js';
 import { VmaBudget, systemMaxMapCount } from './vma-budget.js';
 import { NotifierHub, notifierName, type EsbNotifier, type NotifierHandle, type PendingChange, type Pin, type PinInfo, type RegisterOptions } from './notifiers.js';
@@ -75,9 +78,6 @@ function opName(kind: Change, a: unknown, b: unknown): string {
       return `detachRange(${show(a)}, ${show(b)})`;
   }
 }
-
-/** Entries of the controller's address cache (a power of two). */
-const ADDR_CACHE = 64;
 
 /** `checkIrq`'s test without its message (the hot path builds the message only when it fails). */
 const isIrq = (v: unknown, limit: number): v is number => typeof v === 'number' && Number.isInteger(v) && v >= 0 && v < limit;
@@ -128,6 +128,7 @@ export interface Degraded {
 }
 
 type Run = TableRun<PageSource>;
+type RemapShared = NonNullable<NativeLayer['remapShared']>;
 
 /**
  * The ESB region of one KVM XIVE device and the table of which guest interrupts are overlaid by
@@ -170,21 +171,23 @@ export class EsbController {
    */
   readonly #ipiBaseN: number;
   /**
-   * Addresses and IPI file offsets of recently changed interrupts (a direct-mapped cache of 64
-   * entries: constant memory). Making a bigint costs ~25 ns; an attach and its detach share one.
+   * The native layer's Number entry (`NativeLayer.remapShared`, where the layer defines it as its
+   * own property) when the region's addresses fit below 2^53; else null, and changes go through
+   * `mmap` with bigints. Making a bigint costs ~25 ns and koffi converts Numbers faster.
    */
-  readonly #cacheIrq = new Int32Array(ADDR_CACHE).fill(-1);
-  readonly #cacheAddr: bigint[] = new Array<bigint>(ADDR_CACHE).fill(0n);
-  readonly #cacheIpiIrq = new Int32Array(ADDR_CACHE).fill(-1);
-  readonly #cacheIpiOff: bigint[] = new Array<bigint>(ADDR_CACHE).fill(0n);
-  /** What `#mapIpiFd` maps: set just before `withFd` calls it (one function, no closure per detach). */
+  readonly #remap: RemapShared | null;
+  /** What `#mapIpiFd` / `#remapIpiFd` map: set just before `withFd` calls them (one function each, no closure per detach). */
   #ipiAt = 0n;
   #ipiLen = 0n;
   #ipiOff = 0n;
+  #ipiAtN = 0;
+  #ipiLenN = 0;
+  #ipiOffN = 0;
   readonly #mapIpiFd = (fd: number): bigint => this.#native.mmap(this.#ipiAt, this.#ipiLen, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_FIXED, fd, this.#ipiOff);
+  readonly #remapIpiFd = (fd: number): void => (this.#remap as RemapShared).call(this.#native, this.#ipiAtN, this.#ipiLenN, fd, this.#ipiOffN);
   /** `RunTable.cut`'s callbacks: the kept pieces of a cut run hold their own fd references; a cut run's is dropped. */
-  readonly #piece = (r: Run, skip: number, count: number): PageSource => r.source.slice(skip, count, this.geometry.bytesPerIrq);
-  readonly #dropRun = (r: Run): void => r.source.close();
+  readonly #piece = (r: Run, skip: number, count: number): PageSource => regionRefs.piece(r.source, skip, count, this.geometry.bytesPerIrq);
+  readonly #dropRun = (r: Run): void => regionRefs.drop(r.source);
   #busy = false;
   readonly #budget: VmaBudget;
   #degraded: Degraded | null = null;
@@ -208,6 +211,7 @@ export class EsbController {
     this.#baseN = Number.isSafeInteger(endN) ? Number(memslot.userspaceAddr) : -1;
     this.#bpiN = Number(device.geometry.bytesPerIrq);
     this.#ipiBaseN = linearIpiBase(ipi, device.nrIrqs, device.geometry.bytesPerIrq);
+    this.#remap = this.#baseN >= 0 ? ownRemap(native) : null;
     this.#budget = new VmaBudget(native, vmaLimit, memslot.userspaceAddr, memslot.userspaceAddr + memslot.size, limitSource);
   }
 
@@ -531,7 +535,7 @@ export class EsbController {
     }
     this.#state = 'closed';
     this.#native.release(userspaceAddr, size);
-    for (const r of this.#runs.runs) r.source.close();
+    for (const r of this.#runs.runs) regionRefs.drop(r.source);
     this.#runs = RunTable.empty(this.nrIrqs);
     this.#stale.clear();
     this.#ipi?.close();
@@ -560,8 +564,8 @@ export class EsbController {
     }
     // (Messages are only built when a check fails: attach is a hot path. Number arithmetic is
     // exact while the limit is below 2^53; past it, bigint.)
-    const limN = Number(source.limit);
-    if (!(limN <= Number.MAX_SAFE_INTEGER && Number(source.offset) + count * this.#bpiN <= limN) && source.offset + BigInt(count) * bpi > source.limit) {
+    const limN = source.limitNumber;
+    if (!(limN >= 0 && source.offsetNumber + count * this.#bpiN <= limN) && source.offset + BigInt(count) * bpi > source.limit) {
       checkFits(`${opName(kind, first, count)}: source ${source.nameOf(0)}`, source.offset, count, source.limit, this.geometry);
     }
     const table = this.#runs;
@@ -578,24 +582,27 @@ export class EsbController {
     if (this.mode === 'overlay' && !this.#budget.roomy(2 * table.length + 1 + this.#stale.size)) {
       this.#budget.ensure(opName(kind, first, count), table.length, () => ({ own: table.vmas() + this.#stale.size, extra: table.attachVmas(first, last) }), this.#stale.size);
     }
-    // The table's own reference on the source is taken before notifiers run: an unmap handler may
-    // close the caller's source (or its fd), and the run must not depend on it. Notifiers hear
-    // `unmap` before anything is mapped: a veto or a surviving pin throws with nothing to undo but this reference.
-    const run: Run = { first, count, source: source.slice(0, count, bpi) };
+    // The table's own reference on the source's fd is taken before notifiers run: an unmap handler
+    // may close the caller's source (or its fd), and the run must not depend on it. The run keeps
+    // the caller's source object (its fields are read-only); only the reference is the region's.
+    // Notifiers hear `unmap` before anything is mapped: a veto or a surviving pin throws with
+    // nothing to undo but this reference.
+    regionRefs.hold(source);
+    const run: Run = { first, count, source };
     let note: PendingChange | null = null;
     const hub = this.#hub;
     if (hub) {
       try {
         note = hub.attaching(opName(kind, first, count), first, count, run.source);
       } catch (e) {
-        run.source.close();
+        regionRefs.drop(source);
         throw e;
       }
     }
     try {
       if (this.mode === 'overlay') this.#mapSource(first, count, run.source, 0);
     } catch (e) {
-      run.source.close();
+      regionRefs.drop(source);
       // Restore [first, last), or on a never-merging device its whole gap (so the restore leaves no stale boundary).
       const [from, to] = this.#amortized ? table.gapAround(first, last) : [first, last];
       this.#fail(opName(kind, first, count), e, from, to, note);
@@ -662,44 +669,42 @@ export class EsbController {
 
   // ---- mapping ----
 
-  /** Address of interrupt `irq`'s first page (cached; Number arithmetic where the region fits below 2^53). */
+  /** Address of interrupt `irq`'s first page (the bigint path). */
   #addr(irq: number): bigint {
-    const k = irq & (ADDR_CACHE - 1);
-    if (this.#cacheIrq[k] !== irq) {
-      this.#cacheAddr[k] = this.#baseN >= 0 ? BigInt(this.#baseN + irq * this.#bpiN) : this.memslot.userspaceAddr + BigInt(irq) * this.geometry.bytesPerIrq;
-      this.#cacheIrq[k] = irq;
-    }
-    return this.#cacheAddr[k] as bigint;
+    return this.memslot.userspaceAddr + BigInt(irq) * this.geometry.bytesPerIrq;
   }
 
-  /** File offset of interrupt `irq`'s IPI pages (cached: `offsetOf` is a function of irq; asked only when IPI pages are mapped). */
-  #ipiOffset(irq: number): bigint {
-    const k = irq & (ADDR_CACHE - 1);
-    if (this.#cacheIpiIrq[k] !== irq) {
-      this.#cacheIpiOff[k] = this.#ipiBaseN >= 0 ? BigInt(this.#ipiBaseN + irq * this.#bpiN) : (this.#ipi as IpiPages).offsetOf(irq);
-      this.#cacheIpiIrq[k] = irq;
-    }
-    return this.#cacheIpiOff[k] as bigint;
-  }
-
-  /** Bytes of `count` interrupts. */
+  /** Bytes of `count` interrupts (the bigint path). */
   #len(count: number): bigint {
-    return count === 1 ? this.geometry.bytesPerIrq : BigInt(count) * this.geometry.bytesPerIrq;
+    return BigInt(count) * this.geometry.bytesPerIrq;
   }
 
+  /** Map the IPI pages of [first, last) back: one mmap (Numbers where the native layer and the offsets allow). */
   #mapIpi(first: number, last: number): void {
     const ipi = this.#ipi as IpiPages;
+    this.#stats.syscalls++;
+    if (this.#remap !== null && this.#ipiBaseN >= 0) {
+      this.#ipiAtN = this.#baseN + first * this.#bpiN;
+      this.#ipiLenN = (last - first) * this.#bpiN;
+      this.#ipiOffN = this.#ipiBaseN + first * this.#bpiN;
+      ipi.withFd(this.#remapIpiFd);
+      return;
+    }
     this.#ipiAt = this.#addr(first);
     this.#ipiLen = this.#len(last - first);
-    this.#ipiOff = this.#ipiOffset(first);
-    this.#stats.syscalls++;
+    this.#ipiOff = ipi.offsetOf(first);
     ipi.withFd(this.#mapIpiFd);
   }
 
   /** Map `count` interrupts of `source`, from its interrupt `skip`, at guest interrupt `first`. */
   #mapSource(first: number, count: number, source: PageSource, skip: number): void {
     this.#stats.syscalls++;
-    this.#native.mmap(this.#addr(first), this.#len(count), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_FIXED, source.fd, skip === 0 ? source.offset : source.offset + BigInt(skip) * this.geometry.bytesPerIrq);
+    const off = source.offsetNumber;
+    if (this.#remap !== null && off >= 0) {
+      this.#remap.call(this.#native, this.#baseN + first * this.#bpiN, count * this.#bpiN, source.fd, off + skip * this.#bpiN);
+      return;
+    }
+    this.#native.mmap(this.#addr(first), this.#len(count), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_FIXED, source.fd, source.offset + BigInt(skip) * this.geometry.bytesPerIrq);
   }
 
   /**
@@ -832,6 +837,16 @@ export class EsbController {
 const IPI: Backing = Object.freeze({ kind: 'ipi' });
 
 /** offsetOf(0) as a Number if offsetOf(irq) = offsetOf(0) + irq × bpi at 0, 1 and nrIrqs − 1 and all fit below 2^53; else -1 (never throws). */
+/** The native layer's `remapShared` if it is the layer's own property (see `NativeLayer.remapShared`), else null. */
+function ownRemap(native: NativeLayer): RemapShared | null {
+  try {
+    const d = Object.getOwnPropertyDescriptor(native, 'remapShared');
+    return d !== undefined && typeof d.value === 'function' ? (d.value as RemapShared) : null;
+  } catch {
+    return null; // a Proxy that throws: the layer gets mmap calls
+  }
+}
+
 function linearIpiBase(ipi: IpiPages, nrIrqs: number, bpi: bigint): number {
   try {
     const o0 = ipi.offsetOf(0);

@@ -51,6 +51,8 @@ export function fdKind(mode: number): 'device' | 'file' | null {
   return null;
 }
 
+const MAX_SAFE = BigInt(Number.MAX_SAFE_INTEGER);
+
 /** An fd shared by reference count: closed when the last holder releases it. */
 export class SharedFd {
   #refs = 1;
@@ -110,6 +112,20 @@ export interface FromFdOptions {
   native?: NativeLayer;
 }
 
+/**
+ * @internal The region's own references on a source's fd (no system call, no object made on the
+ * attach hot path). `hold` takes one on an attached source (the caller keeps its own, and may
+ * `close()` it at any time without pulling pages from under a guest); `piece` makes the kept piece
+ * of a cut run, holding one reference that is the region's and none of its own (so a `close()` by
+ * whoever sees it, such as a notifier, cannot release the region's); `drop` lets one go, once per
+ * `hold` or `piece`. Not reachable from the package's entry points.
+ */
+export let regionRefs: {
+  hold(src: PageSource): void;
+  drop(src: PageSource): void;
+  piece(src: PageSource, i: number, count: number, bytesPerIrq: bigint): PageSource;
+};
+
 /** Consecutive interrupts' ESB pages in an fd, ready to be mapped over guest interrupts. */
 export class PageSource {
   #closed = false;
@@ -124,6 +140,26 @@ export class PageSource {
   readonly #name: string;
   readonly #geometry: EsbGeometry | undefined;
   readonly #firstIndex: number | undefined;
+  /** `offset` and `limit` as Numbers for the attach hot path (-1 where the limit is past 2^53: then bigint arithmetic). */
+  readonly #offsetN: number;
+  readonly #limitN: number;
+
+  static {
+    // The region's references (see `regionRefs`): module-private, so no caller can drop one.
+    regionRefs = {
+      hold: (src) => {
+        src.#handle.retain();
+      },
+      drop: (src) => {
+        src.#handle.release();
+      },
+      piece: (src, i, count, bytesPerIrq) => {
+        const p = src.slice(i, count, bytesPerIrq); // takes the reference the region will drop
+        p.#closed = true; // …and owns none of its own: a close() from outside is a no-op
+        return p;
+      },
+    };
+  }
 
   /** @internal Use `PageSource.fromFd` or a device's `pages()`. */
   constructor(
@@ -145,6 +181,19 @@ export class PageSource {
     this.#geometry = geometry;
     this.#firstIndex = firstIndex;
     this.#base = base;
+    const safe = limit <= MAX_SAFE;
+    this.#offsetN = safe ? Number(offset) : -1;
+    this.#limitN = safe ? Number(limit) : -1;
+  }
+
+  /** @internal `offset` as a Number, or -1 where `limit` is past 2^53 (the controller's hot path). */
+  get offsetNumber(): number {
+    return this.#offsetN;
+  }
+
+  /** @internal `limit` as a Number, or -1 where it is past 2^53. */
+  get limitNumber(): number {
+    return this.#limitN;
   }
 
   /** The fd the pages are mapped from (the source's own duplicate, shared with its slices). */
@@ -282,7 +331,7 @@ export class PageSource {
   slice(i: number, count: number, bytesPerIrq: bigint): PageSource {
     return new PageSource(
       this.#handle.retain(),
-      i === 0 ? this.offset : this.offset + BigInt(i) * bytesPerIrq, // (a whole-source slice is the attach hot path: no BigInt arithmetic)
+      i === 0 ? this.offset : this.offset + BigInt(i) * bytesPerIrq,
       count,
       this.limit,
       this.name,

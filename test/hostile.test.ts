@@ -163,6 +163,30 @@ describe('the library under hostile use', () => {
       });
     }
 
+    it('one source attached at several interrupts and closed (twice) by its caller: the region holds one reference per run and drops each exactly once', () => {
+      const fds = openFds();
+      const one = pt.pages(4);
+      const range = pt.pages(10, 8);
+      esb.attach(2, one);
+      esb.attach(5, one);
+      esb.attach(9, one);
+      esb.attachRange(20, 8, range);
+      one.close();
+      one.close();
+      range.close();
+      expectRemapError(() => esb.attach(11, one), 'E_SOURCE'); // closed: the caller's own reference is gone
+      // Detaches that cut the range run in two keep pieces; each holds the region's reference.
+      expect(esb.detach(23)).to.equal(true);
+      expect(esb.detach(21)).to.equal(true);
+      expect(esb.detach(5)).to.equal(true);
+      expectStamps(esb, new Map([[2, 'pt1:4'], [9, 'pt1:4'], [20, 'pt1:10'], [22, 'pt1:12'], [24, 'pt1:14'], [25, 'pt1:15'], [26, 'pt1:16'], [27, 'pt1:17']]));
+      expectBackingMatchesMemory(esb);
+      expect(esb.audit()).to.deep.equal([]);
+      expect(esb.detachRange(0, 64)).to.equal(8);
+      expect(openFds()).to.equal(fds); // every reference dropped exactly once: no fd leaked, none closed early
+      expectBackingMatchesMemory(esb);
+    });
+
     it('drops the reference it took when the change is vetoed (no fd leaked)', () => {
       const fds = openFds();
       const src = pt.pages(3);

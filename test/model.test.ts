@@ -11,10 +11,11 @@ const SEED = Number(process.env.MODEL_SEED ?? 20240611);
 const OPS = Number(process.env.MODEL_OPS ?? 1500);
 
 describe('model-based random testing', () => {
-  for (const unmergeable of [false, true]) {
-    const config: ModelConfig = { nrIrqs: 128, unmergeable };
-    it(`${OPS} random ops with mmap faults on a ${unmergeable ? 'never-merging' : 'merging'} device agree with the model (seed ${SEED})`, () => {
-      const stats = runSeed(config, { seed: SEED + (unmergeable ? 1 : 0), ops: OPS, faultRate: 0.05, timeMs: 20_000 });
+  // hotPath: the controller's Number entry (NativeLayer.remapShared) or, as any layer without it, bigint mmap calls.
+  for (const [unmergeable, hotPath] of [[false, true], [true, true], [false, false], [true, false]] as const) {
+    const config: ModelConfig = { nrIrqs: 128, unmergeable, hotPath };
+    it(`${OPS} random ops with mmap faults on a ${unmergeable ? 'never-merging' : 'merging'} device agree with the model (${hotPath ? 'Number hot path' : 'bigint mmap path'}, seed ${SEED})`, () => {
+      const stats = runSeed(config, { seed: SEED + (unmergeable ? 1 : 0) + (hotPath ? 0 : 2), ops: OPS, faultRate: 0.05, timeMs: 20_000 });
       // The run must have exercised what it claims to: successes, each refusal, faults and degraded regions.
       expect(stats.ops).to.equal(OPS);
       expect(Object.keys(stats.errors)).to.include.members(['E_IRQ_RANGE', 'E_ALREADY_ATTACHED', 'E_SOURCE', 'E_MAP', 'E_DEGRADED']);

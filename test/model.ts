@@ -70,6 +70,8 @@ export interface ModelConfig {
   readonly sabotage?: FaultSpec;
   /** `OpenOptions.vmaSlack` (K of the amortized VMA bound on never-merging devices); default DEFAULT_VMA_SLACK. */
   readonly vmaSlack?: number;
+  /** Whether the controller gets the Number hot path (`NativeLayer.remapShared`) or only bigint `mmap` calls (default: hot path). */
+  readonly hotPath?: boolean;
 }
 
 /** Host interrupts of each fake passthrough device. */
@@ -522,7 +524,7 @@ class Harness {
 
   constructor(readonly config: ModelConfig) {
     const inner = config.sabotage ? new FaultyNative() : realNative;
-    this.f = new FaultyNative(inner);
+    this.f = new FaultyNative(inner, { hotPath: config.hotPath ?? true });
     this.dev = FakeXiveDevice.create({ nrIrqs: config.nrIrqs, unmergeable: config.unmergeable, native: this.f });
     this.devIno = realNative.fstat(this.dev.fd).ino;
     for (const id of PT_IDS) this.pts.set(id, FakePassthroughDevice.create({ nrIrqs: PT_IRQS, id, native: this.f }));

@@ -9,7 +9,7 @@ import { arch as osArch } from 'node:process';
 import koffi from 'koffi';
 import { NativeError, errnoValue } from '../errors.js';
 import { OwnedRanges, parseMaps } from './maps.js';
-import { MAP_FIXED, type FileStat, type MapsEntry, type NativeLayer } from './types.js';
+import { MAP_FIXED, MAP_SHARED, PROT_READ, PROT_WRITE, type FileStat, type MapsEntry, type NativeLayer } from './types.js';
 
 const MAP_FAILED = 0xffffffffffffffffn;
 const F_GETFL = 3;
@@ -195,3 +195,17 @@ export const realNative: NativeLayer = {
     owned.release(addr, length);
   },
 };
+
+// The controller's hot path: Numbers in, nothing made. On success MAP_FIXED returns `addr` (a
+// Number: user addresses are below 2^53); MAP_FAILED comes back from koffi as a bigint.
+// Non-enumerable: a layer copied (`{ ...realNative, mmap }`) or derived (`Object.create(realNative,
+// …)`) to watch or fault `mmap` does not carry it as its own, so the controller gives it `mmap` calls.
+Object.defineProperty(realNative, 'remapShared', {
+  enumerable: false,
+  value(addr: number, length: number, fd: number, offset: number): void {
+    if (!owned.coversNumber(addr, length)) owned.check(BigInt(addr), BigInt(length));
+    counts.mmap = (counts.mmap ?? 0) + 1;
+    const r = c.mmap(addr, length, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_FIXED, fd, offset) as number | bigint;
+    if (r !== addr) fail('mmap', `addr 0x${addr.toString(16)} length 0x${length.toString(16)} fd ${fd} offset 0x${offset.toString(16)}`);
+  },
+});

@@ -34,6 +34,8 @@ export function mapsIn(entries: readonly MapsEntry[], start: bigint, end: bigint
 /** Ranges the library owns; a MAP_FIXED anywhere else is refused before it reaches the kernel. */
 export class OwnedRanges {
   readonly #ranges = new Map<bigint, bigint>(); // start -> end
+  /** The same ranges as Numbers, for `coversNumber` (ranges that end past 2^53 are left out: the bigint check covers them). */
+  #numbers: number[] = [];
 
   /** Record [addr, addr+length) as owned. @throws RemapError E_NOT_OWNED if it overlaps one already owned */
   claim(addr: bigint, length: bigint): void {
@@ -44,11 +46,27 @@ export class OwnedRanges {
       }
     }
     this.#ranges.set(addr, end);
+    this.#mirror();
+  }
+
+  #mirror(): void {
+    this.#numbers = [];
+    for (const [s, e] of this.#ranges) if (e <= BigInt(Number.MAX_SAFE_INTEGER)) this.#numbers.push(Number(s), Number(e));
   }
 
   /** Forget a range claimed with exactly these bounds (a no-op if it is not owned). */
   release(addr: bigint, length: bigint): void {
-    if (this.#ranges.get(addr) === addr + length) this.#ranges.delete(addr);
+    if (this.#ranges.get(addr) === addr + length) {
+      this.#ranges.delete(addr);
+      this.#mirror();
+    }
+  }
+
+  /** `covers` for Numbers (the hot path's check: no BigInt made); false where it cannot tell, so ask `check`. */
+  coversNumber(addr: number, length: number): boolean {
+    const r = this.#numbers;
+    for (let k = 0; k < r.length; k += 2) if (addr >= (r[k] as number) && addr + length <= (r[k + 1] as number)) return length > 0;
+    return false;
   }
 
   /** Whether [addr, addr+length) lies inside one owned range. */

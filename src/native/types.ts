@@ -89,6 +89,15 @@ export interface NativeLayer {
   readonly arch: string;
   /** mmap(2). With MAP_FIXED the range must lie inside a range claimed with `claim` (invariant 2). */
   mmap(addr: bigint, length: bigint, prot: number, flags: number, fd: number, offset: bigint): bigint;
+  /**
+   * Optional: the controller's hot-path entry, `mmap(addr, length, PROT_READ | PROT_WRITE,
+   * MAP_SHARED | MAP_FIXED, fd, offset)` with Number arguments (no BigInt made on the way; the
+   * caller passes only values below 2^53), inside a range claimed with `claim`. The controller uses
+   * it only where a layer defines it as its *own* property (the real layer does): a layer derived
+   * with `Object.create(realNative, { mmap })` to watch or fault `mmap` inherits it, and so is given
+   * `mmap` calls instead. @throws as `mmap`
+   */
+  remapShared?(addr: number, length: number, fd: number, offset: number): void;
   /** munmap(2). */
   munmap(addr: bigint, length: bigint): void;
   /** memfd_create(2); returns the fd. */
