@@ -164,6 +164,8 @@ export class FaultyNative implements NativeLayer {
       // faulted as one. The controller's Number arithmetic then runs under the faults too.
       Object.defineProperty(this, 'remapShared', {
         enumerable: false,
+        writable: true,
+        configurable: true,
         value: (addr: number, length: number, fd: number, offset: number): void => {
           this.mmap(BigInt(addr), BigInt(length), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_FIXED, fd, BigInt(offset));
         },

@@ -128,7 +128,7 @@ export interface Degraded {
 }
 
 type Run = TableRun<PageSource>;
-type RemapShared = NonNullable<NativeLayer['remapShared']>;
+type FastLayer = Required<Pick<NativeLayer, 'remapShared'>>;
 
 /**
  * The ESB region of one KVM XIVE device and the table of which guest interrupts are overlaid by
@@ -171,11 +171,13 @@ export class EsbController {
    */
   readonly #ipiBaseN: number;
   /**
-   * The native layer's Number entry (`NativeLayer.remapShared`, where the layer defines it as its
-   * own property) when the region's addresses fit below 2^53; else null, and changes go through
-   * `mmap` with bigints. Making a bigint costs ~25 ns and koffi converts Numbers faster.
+   * Whether changes go through the native layer's Number entry (`NativeLayer.remapShared`, where
+   * the layer defines it as its own property) — the region's addresses fit below 2^53 — or through
+   * `mmap` with bigints. Making a bigint costs ~25 ns and koffi converts Numbers faster. It is
+   * called as a method of the layer each time (not kept apart from it), so a Proxy over the layer
+   * sees every call.
    */
-  readonly #remap: RemapShared | null;
+  readonly #numbers: boolean;
   /** What `#mapIpiFd` / `#remapIpiFd` map: set just before `withFd` calls them (one function each, no closure per detach). */
   #ipiAt = 0n;
   #ipiLen = 0n;
@@ -184,7 +186,7 @@ export class EsbController {
   #ipiLenN = 0;
   #ipiOffN = 0;
   readonly #mapIpiFd = (fd: number): bigint => this.#native.mmap(this.#ipiAt, this.#ipiLen, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_FIXED, fd, this.#ipiOff);
-  readonly #remapIpiFd = (fd: number): void => (this.#remap as RemapShared).call(this.#native, this.#ipiAtN, this.#ipiLenN, fd, this.#ipiOffN);
+  readonly #remapIpiFd = (fd: number): void => (this.#native as FastLayer).remapShared(this.#ipiAtN, this.#ipiLenN, fd, this.#ipiOffN);
   /** `RunTable.cut`'s callbacks: the kept pieces of a cut run hold their own fd references; a cut run's is dropped. */
   readonly #piece = (r: Run, skip: number, count: number): PageSource => regionRefs.piece(r.source, skip, count, this.geometry.bytesPerIrq);
   readonly #dropRun = (r: Run): void => regionRefs.drop(r.source);
@@ -211,7 +213,7 @@ export class EsbController {
     this.#baseN = Number.isSafeInteger(endN) ? Number(memslot.userspaceAddr) : -1;
     this.#bpiN = Number(device.geometry.bytesPerIrq);
     this.#ipiBaseN = linearIpiBase(ipi, device.nrIrqs, device.geometry.bytesPerIrq);
-    this.#remap = this.#baseN >= 0 ? ownRemap(native) : null;
+    this.#numbers = this.#baseN >= 0 && hasOwnRemap(native);
     this.#budget = new VmaBudget(native, vmaLimit, memslot.userspaceAddr, memslot.userspaceAddr + memslot.size, limitSource);
   }
 
@@ -683,7 +685,7 @@ export class EsbController {
   #mapIpi(first: number, last: number): void {
     const ipi = this.#ipi as IpiPages;
     this.#stats.syscalls++;
-    if (this.#remap !== null && this.#ipiBaseN >= 0) {
+    if (this.#numbers && this.#ipiBaseN >= 0) {
       this.#ipiAtN = this.#baseN + first * this.#bpiN;
       this.#ipiLenN = (last - first) * this.#bpiN;
       this.#ipiOffN = this.#ipiBaseN + first * this.#bpiN;
@@ -700,8 +702,8 @@ export class EsbController {
   #mapSource(first: number, count: number, source: PageSource, skip: number): void {
     this.#stats.syscalls++;
     const off = source.offsetNumber;
-    if (this.#remap !== null && off >= 0) {
-      this.#remap.call(this.#native, this.#baseN + first * this.#bpiN, count * this.#bpiN, source.fd, off + skip * this.#bpiN);
+    if (this.#numbers && off >= 0) {
+      (this.#native as FastLayer).remapShared(this.#baseN + first * this.#bpiN, count * this.#bpiN, source.fd, off + skip * this.#bpiN);
       return;
     }
     this.#native.mmap(this.#addr(first), this.#len(count), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_FIXED, source.fd, source.offset + BigInt(skip) * this.geometry.bytesPerIrq);
@@ -837,13 +839,13 @@ export class EsbController {
 const IPI: Backing = Object.freeze({ kind: 'ipi' });
 
 /** offsetOf(0) as a Number if offsetOf(irq) = offsetOf(0) + irq × bpi at 0, 1 and nrIrqs − 1 and all fit below 2^53; else -1 (never throws). */
-/** The native layer's `remapShared` if it is the layer's own property (see `NativeLayer.remapShared`), else null. */
-function ownRemap(native: NativeLayer): RemapShared | null {
+/** Whether the layer has `remapShared` as its own property (see `NativeLayer.remapShared`). */
+function hasOwnRemap(native: NativeLayer): boolean {
   try {
     const d = Object.getOwnPropertyDescriptor(native, 'remapShared');
-    return d !== undefined && typeof d.value === 'function' ? (d.value as RemapShared) : null;
+    return d !== undefined && typeof d.value === 'function';
   } catch {
-    return null; // a Proxy that throws: the layer gets mmap calls
+    return false; // a Proxy that throws: the layer gets mmap calls
   }
 }
 

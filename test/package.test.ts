@@ -86,5 +86,9 @@ describe('the README\'s bench JSON keys', () => {
       expect(met, key).to.be.oneOf([true, false, null]);
       if (met === null) expect(notes[key], `notes.${key}`).to.be.a('string');
     }
+    // Counts, not timings: these the bench must meet on any machine (a miss here is a bug).
+    expect(json.syscallsPerOp).to.deep.equal({ attach: 1, detach: 1, attachRange: 1 });
+    expect(targets.syscallsPerOp, 'targets.syscallsPerOp').to.equal(true);
+    expect(targets.firstChangeSyscalls, 'targets.firstChangeSyscalls').to.equal(true);
   });
 });

@@ -131,6 +131,29 @@ describe('NativeLayer.remapShared: the Number hot path', () => {
     });
   }
 
+  it('a Proxy over the real layer sees every call the controller makes through it, remapShared included', () => {
+    const seen: string[] = [];
+    const native = new Proxy(realNative, {
+      get(target, prop, receiver) {
+        const v: unknown = Reflect.get(target, prop, receiver);
+        if (typeof v !== 'function' || typeof prop !== 'string') return v;
+        return (...args: unknown[]): unknown => {
+          if (prop === 'mmap' || prop === 'remapShared') seen.push(prop);
+          return (v as (...a: unknown[]) => unknown).apply(target, args);
+        };
+      },
+    });
+    const esb = EsbController.open(dev, { native });
+    try {
+      esb.attach(3, pt.pages(1));
+      esb.detach(3);
+      expect(seen).to.deep.equal(['mmap', 'remapShared', 'remapShared']); // open's mapping, then one per change
+      expectBackingMatchesMemory(esb);
+    } finally {
+      esb.close();
+    }
+  });
+
   it('a failure on the hot path is E_MAP with the errno error as cause, and the region is as it was', () => {
     let fail = false;
     const native = Object.create(realNative, {

@@ -202,6 +202,8 @@ export const realNative: NativeLayer = {
 // …)`) to watch or fault `mmap` does not carry it as its own, so the controller gives it `mmap` calls.
 Object.defineProperty(realNative, 'remapShared', {
   enumerable: false,
+  writable: true, // as the layer's other methods (and a Proxy over the layer may wrap it)
+  configurable: true,
   value(addr: number, length: number, fd: number, offset: number): void {
     if (!owned.coversNumber(addr, length)) owned.check(BigInt(addr), BigInt(length));
     counts.mmap = (counts.mmap ?? 0) + 1;

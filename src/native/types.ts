@@ -93,9 +93,11 @@ export interface NativeLayer {
    * Optional: the controller's hot-path entry, `mmap(addr, length, PROT_READ | PROT_WRITE,
    * MAP_SHARED | MAP_FIXED, fd, offset)` with Number arguments (no BigInt made on the way; the
    * caller passes only values below 2^53), inside a range claimed with `claim`. The controller uses
-   * it only where a layer defines it as its *own* property (the real layer does): a layer derived
-   * with `Object.create(realNative, { mmap })` to watch or fault `mmap` inherits it, and so is given
-   * `mmap` calls instead. @throws as `mmap`
+   * it only where a layer defines it as its *own* property (the real layer does, non-enumerable): a
+   * layer copied (`{ ...realNative, mmap }`) or derived (`Object.create(realNative, { mmap })`) to
+   * watch or fault `mmap` does not, and so is given `mmap` calls instead; a Proxy over the real
+   * layer does, and its `get` trap sees each call (the controller calls it as a method every time).
+   * @throws as `mmap`
    */
   remapShared?(addr: number, length: number, fd: number, offset: number): void;
   /** munmap(2). */
