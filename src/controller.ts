@@ -582,7 +582,7 @@ export class EsbController {
     // budget before anything is built or announced (counting only when near the limit).
     // (The region has at most 2 × runs + 1 + stale VMAs now: the stale count, not K, keeps the fast path.)
     if (this.mode === 'overlay' && !this.#budget.roomy(2 * table.length + 1 + this.#stale.size)) {
-      this.#budget.ensure(opName(kind, first, count), table.length, () => ({ own: table.vmas() + this.#stale.size, extra: table.attachVmas(first, last) }), this.#stale.size);
+      this.#ensureRoom(opName(kind, first, count), table.attachVmas(first, last));
     }
     // The table's own reference on the source's fd is taken before notifiers run: an unmap handler
     // may close the caller's source (or its fd), and the run must not depend on it. The run keeps
@@ -617,6 +617,16 @@ export class EsbController {
     note?.done();
   }
 
+  /**
+   * The VMA budget's exact check, for a change that adds up to `extra` VMAs (only near the limit).
+   * Its closure lives here, not in #attach/#detach: a closure over their locals would make V8
+   * allocate a context object on every call of theirs, the hot path's largest allocation.
+   */
+  #ensureRoom(op: string, extra: number): void {
+    const table = this.#runs;
+    this.#budget.ensure(op, table.length, () => ({ own: table.vmas() + this.#stale.size, extra }), this.#stale.size);
+  }
+
   #detach(kind: Change, first: number, last: number): number {
     const table = this.#runs;
     const i = table.hitIndex(first);
@@ -628,7 +638,7 @@ export class EsbController {
     const cutsTail = end(tail) > last;
     // A detach adds at most one VMA per run it cuts in two (the piece on either side it keeps).
     if (this.mode === 'overlay' && !this.#budget.roomy(2 * table.length + 1 + this.#stale.size)) {
-      this.#budget.ensure(opName(kind, first, last - first), table.length, () => ({ own: table.vmas() + this.#stale.size, extra: Number(cutsHead) + Number(cutsTail) }), this.#stale.size);
+      this.#ensureRoom(opName(kind, first, last - first), Number(cutsHead) + Number(cutsTail));
     }
     const hub = this.#hub;
     const note = hub ? hub.detaching(opName(kind, first, last - first), table.overlapping(first, last), first, last) : null;
