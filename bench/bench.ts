@@ -7,12 +7,14 @@
  * target is met, and says which were (`targets` in `--json`).
  *
  *   controllerJsNsPerPair  the controller's own cost per attach+detach pair: a native layer whose
- *                       MAP_FIXED mmap returns at once; median of ≥ 7 batches of 200,000 pairs after a
+ *                       MAP_FIXED mmap (and remapShared) returns at once; median of ≥ 7 batches of 200,000 pairs after a
  *                       warm-up batch, the table holding 0 and 64 other runs; CPU time and V8 heap
  *                       bytes allocated per pair beside it
  *   overlayVsKoffi      attach+detach through EsbController ÷ the identical two mmap(MAP_FIXED) calls
- *                       made through the native layer on an equal region (same split and merge), in
- *                       the same process, rotated order, populated and unpopulated pages
+ *                       made through the native layer's entry the controller uses (remapShared) on an
+ *                       equal region (same split and merge), in the same process, rotated order,
+ *                       populated and unpopulated pages; beside it (details) koffiPlusJsVsKoffi: the
+ *                       bare pair with plain JS of the controller's measured cost between the calls
  *   overlayVsC          the same ÷ the two calls from C (bench/overlay.c, built with `cc`), one thread
  *   overlayVsCThreaded  the same ÷ C with as many threads as this process, waking every 1 ms; and
  *                       the C pair with threads (waking, busy), with TLB shootdowns and kernel time

@@ -9,7 +9,8 @@
  *
  * A source holds its own duplicate of the fd in a reference-counted `SharedFd`: the caller may
  * close its fd at any time (invariant 7), and each attached run keeps the duplicate alive until it
- * is detached, so a failed detach can always put the passthrough pages back.
+ * is detached (a reference of the region's own, `regionRefs`), so a failed detach can always put
+ * the passthrough pages back.
  */
 import { NativeError, RemapError } from './errors.js';
 import type { EsbGeometry } from './geometry.js';
@@ -325,8 +326,9 @@ export class PageSource {
 
   /**
    * A new source for `count` interrupts from interrupt `i` of this one (`bytesPerIrq` apart), holding
-   * its own reference on the fd (no system call). Regions keep slices, so a caller's `close()`
-   * never pulls pages away from under a guest.
+   * its own reference on the fd (no system call): closing one never closes the other. (A region
+   * takes its own reference on the source it is given, `regionRefs`, so a caller's `close()` never
+   * pulls pages away from under a guest.)
    */
   slice(i: number, count: number, bytesPerIrq: bigint): PageSource {
     return new PageSource(
