@@ -74,10 +74,24 @@ export class RemapError extends Error {
   }
 }
 
-/** The errno of an error if it is (or wraps) a `NativeError`, else undefined. */
+/** Whether a thrown value is a `RemapError` (never throws: `instanceof` on a hostile Proxy can). */
+export function isRemapError(e: unknown): e is RemapError {
+  try {
+    return e instanceof RemapError;
+  } catch {
+    return false;
+  }
+}
+
+/** The errno of an error if it is (or wraps) a `NativeError`, else undefined (never throws). */
 export function errnoOf(err: unknown): number | undefined {
-  for (let e: unknown = err; e instanceof Error; e = e.cause) {
-    if (e instanceof NativeError) return e.errno;
+  // Never throws: a thrown Proxy whose traps throw (instanceof asks getPrototypeOf) has no errno.
+  try {
+    for (let e: unknown = err; e instanceof Error; e = e.cause) {
+      if (e instanceof NativeError) return e.errno;
+    }
+  } catch {
+    /* not an errno error */
   }
   return undefined;
 }

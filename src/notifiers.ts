@@ -33,7 +33,7 @@
  * and cuts every handle loose: a handle kept after close reaches nothing (seeds/000).
  */
 import { disposeSymbol } from './dispose.js';
-import { RemapError } from './errors.js';
+import { RemapError, isRemapError } from './errors.js';
 import type { Backing, Run } from './run-table.js';
 import type { EsbGeometry } from './geometry.js';
 import type { PageSource } from './source.js';
@@ -427,7 +427,7 @@ export class NotifierHub {
     } catch (e) {
       // A getter of the notifier (handles, filter, name, a handler) or of the options threw:
       // refuse it like any other malformed notifier, with what it threw as the cause.
-      if (e instanceof RemapError) throw e;
+      if (isRemapError(e)) throw e;
       throw new RemapError('E_NOTIFIER', `${op}: refused: reading its declaration threw (${describeThrown(e)})`, { cause: e });
     }
     const { name, first, count, kinds, replay } = declared;

@@ -12,7 +12,7 @@
  * is detached (a reference of the region's own, `regionRefs`), so a failed detach can always put
  * the passthrough pages back.
  */
-import { NativeError, RemapError } from './errors.js';
+import { NativeError, RemapError, isRemapError } from './errors.js';
 import type { EsbGeometry } from './geometry.js';
 import {
   F_SEAL_FUTURE_WRITE,
@@ -25,7 +25,7 @@ import {
   realNative,
   type NativeLayer,
 } from './native/index.js';
-import { show } from './validate.js';
+import { describeThrown, show } from './validate.js';
 import { disposeSymbol } from './dispose.js';
 
 const S_IFMT = 0o170000;
@@ -299,8 +299,8 @@ export class PageSource {
       return new PageSource(handle, off, count, limit, name ?? `fd${fd}`, geometry, undefined);
     } catch (e) {
       handle.release();
-      if (e instanceof RemapError) throw e;
-      throw new RemapError('E_SOURCE', `${op}: ${(e as Error).message}`, { cause: e });
+      if (isRemapError(e)) throw e;
+      throw new RemapError('E_SOURCE', `${op}: ${describeThrown(e)}`, { cause: e });
     }
   }
 

@@ -520,6 +520,39 @@ describe('the library under hostile use', () => {
       expectRemapError(() => esb.pin(3, explosive() as never), 'E_NOTIFIER');
     });
 
+    it('a thrown Proxy whose traps throw (instanceof asks getPrototypeOf) still becomes a RemapError: from openIpiPages, a notifier declaration, PageSource.fromFd', () => {
+      const boom = explosive();
+      const err = expectRemapError(
+        () =>
+          EsbController.open(
+            wrap({
+              openIpiPages: () => {
+                throw boom;
+              },
+            }),
+          ),
+        'E_MAP',
+      );
+      // (chai's equal() describes its operands eagerly, which this Proxy does not allow: compare first.)
+      expect(err.cause === boom).to.equal(true);
+      const handles = {
+        get pagesPerIrq(): never {
+          throw boom;
+        },
+      };
+      expect(expectRemapError(() => esb.register({ name: 'n', handles, map() {}, unmap() {} } as never), 'E_NOTIFIER').cause === boom).to.equal(true);
+      const native = Object.create(realNative, {
+        fstat: {
+          value: () => {
+            throw boom;
+          },
+        },
+      }) as NativeLayer;
+      const src = pt.pages(0);
+      expect(expectRemapError(() => PageSource.fromFd(src.fd, 0, 1, { native }), 'E_SOURCE').cause === boom).to.equal(true);
+      src.close();
+    });
+
     it("a destroy handler's error is still reported when the first close() failed to unmap", () => {
       const f = new FaultyNative();
       const d = FakeXiveDevice.create({ nrIrqs: 16, native: f });

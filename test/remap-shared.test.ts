@@ -154,6 +154,39 @@ describe('NativeLayer.remapShared: the Number hot path', () => {
     }
   });
 
+  for (const [what, thrown] of [
+    ['an Error', new Error('boom')],
+    ['null', null],
+    ['a Symbol', Symbol('boom')],
+    ['a Proxy whose every trap throws', new Proxy({}, { get: () => { throw new Error('trap'); }, getPrototypeOf: () => { throw new Error('trap'); }, has: () => { throw new Error('trap'); }, ownKeys: () => { throw new Error('trap'); } })],
+  ] as const) {
+    it(`a Proxy layer whose remapShared lookup throws ${what}: E_MAP, nothing degraded, the region as it was`, () => {
+      let armed = false;
+      const native = new Proxy(realNative, {
+        get(target, prop, receiver) {
+          if (armed && prop === 'remapShared') throw thrown;
+          return Reflect.get(target, prop, receiver) as unknown;
+        },
+      });
+      const esb = EsbController.open(dev, { native });
+      try {
+        esb.attach(2, pt.pages(0));
+        armed = true;
+        const err = expectRemapError(() => esb.attach(6, pt.pages(1)), 'E_MAP');
+        expect(err.cause === thrown).to.equal(true); // (not chai's equal: it describes a trapping Proxy eagerly)
+        expectRemapError(() => esb.detach(2), 'E_MAP');
+        armed = false;
+        expect(esb.degraded).to.equal(null);
+        expectStamps(esb, new Map([[2, 'pt7:0']]));
+        expectBackingMatchesMemory(esb);
+        expect(esb.detach(2)).to.equal(true);
+        expect(esb.audit()).to.deep.equal([]);
+      } finally {
+        esb.close();
+      }
+    });
+  }
+
   it('a failure on the hot path is E_MAP with the errno error as cause, and the region is as it was', () => {
     let fail = false;
     const native = Object.create(realNative, {
