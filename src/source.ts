@@ -69,6 +69,11 @@ export class SharedFd {
     return this.#refs === 0;
   }
 
+  /** Whether `v` really is a SharedFd (a brand check; never throws). */
+  static isSharedFd(v: unknown): v is SharedFd {
+    return typeof v === 'object' && v !== null && #refs in v;
+  }
+
   /** Take another reference. @throws Error if already closed (a library bug) */
   retain(): this {
     if (this.#refs === 0) throw new RemapError('E_SOURCE', `the source's fd ${this.fd} is closed; it cannot be attached`);
@@ -155,7 +160,7 @@ export class PageSource {
         src.#handle.release();
       },
       piece: (src, i, count, bytesPerIrq) => {
-        const p = src.slice(i, count, bytesPerIrq); // takes the reference the region will drop
+        const p = src.#slice(i, count, bytesPerIrq); // takes the reference the region will drop (private fields only: nothing a caller can override)
         p.#closed = true; // …and owns none of its own: a close() from outside is a no-op
         return p;
       },
@@ -174,6 +179,9 @@ export class PageSource {
     /** Without a firstIndex: this source's first interrupt within the source `fromFd` made (names stay `<name>+<i>` across slices). */
     base = 0,
   ) {
+    // The constructor is reachable from the package entry (PageSource is exported): a handle that
+    // is not the library's own SharedFd could name any fd with any limit, never validated.
+    if (!SharedFd.isSharedFd(handle)) throw new RemapError('E_SOURCE', 'new PageSource(): not a handle made by the library; use PageSource.fromFd or a device\'s pages()');
     this.#handle = handle;
     this.#offset = offset;
     this.#count = count;
@@ -185,6 +193,11 @@ export class PageSource {
     const safe = limit <= MAX_SAFE;
     this.#offsetN = safe ? Number(offset) : -1;
     this.#limitN = safe ? Number(limit) : -1;
+    // A region keeps the caller's source object and reads it through these getters when it maps
+    // (attach, a failed change's restore) and cuts runs: an own property shadowing one (fd,
+    // offsetNumber, slice…) or a swapped prototype would change what is mapped after it was
+    // validated (past the file's end: SIGBUS). Frozen, the object is what fromFd made.
+    Object.freeze(this);
   }
 
   /** @internal `offset` as a Number, or -1 where `limit` is past 2^53 (the controller's hot path). */
@@ -331,14 +344,19 @@ export class PageSource {
    * pulls pages away from under a guest.)
    */
   slice(i: number, count: number, bytesPerIrq: bigint): PageSource {
+    return this.#slice(i, count, bytesPerIrq);
+  }
+
+  /** `slice` from the private fields only (what `regionRefs.piece` uses). */
+  #slice(i: number, count: number, bytesPerIrq: bigint): PageSource {
     return new PageSource(
       this.#handle.retain(),
-      i === 0 ? this.offset : this.offset + BigInt(i) * bytesPerIrq,
+      i === 0 ? this.#offset : this.#offset + BigInt(i) * bytesPerIrq,
       count,
-      this.limit,
-      this.name,
-      this.geometry,
-      this.firstIndex === undefined ? undefined : this.firstIndex + i,
+      this.#limit,
+      this.#name,
+      this.#geometry,
+      this.#firstIndex === undefined ? undefined : this.#firstIndex + i,
       this.#base + i,
     );
   }

@@ -205,7 +205,9 @@ Object.defineProperty(realNative, 'remapShared', {
   writable: true, // as the layer's other methods (and a Proxy over the layer may wrap it)
   configurable: true,
   value(addr: number, length: number, fd: number, offset: number): void {
-    if (!owned.coversNumber(addr, length)) owned.check(BigInt(addr), BigInt(length));
+    if (!owned.coversNumber(addr, length)) owned.check(BigInt(addr), BigInt(length)); // (BigInt refuses a fraction: nothing reaches the kernel)
+    // koffi would truncate a fraction: map exactly what was asked or nothing.
+    if (!Number.isSafeInteger(offset) || (fd | 0) !== fd) throw new RangeError(`remapShared: fd ${String(fd)} and offset ${String(offset)} must be integers`);
     counts.mmap = (counts.mmap ?? 0) + 1;
     const r = c.mmap(addr, length, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_FIXED, fd, offset) as number | bigint;
     if (r !== addr) fail('mmap', `addr 0x${addr.toString(16)} length 0x${length.toString(16)} fd ${fd} offset 0x${offset.toString(16)}`);

@@ -64,6 +64,9 @@ export class OwnedRanges {
 
   /** `covers` for Numbers (the hot path's check: no BigInt made); false where it cannot tell, so ask `check`. */
   coversNumber(addr: number, length: number): boolean {
+    // Integers only: koffi truncates a fraction, so a covered 0x1000.5 would reach the kernel as 0x1000
+    // (and then the caller's `r !== addr` would report a mapping that was made as failed).
+    if (!Number.isSafeInteger(addr) || !Number.isSafeInteger(length)) return false;
     const r = this.#numbers;
     for (let k = 0; k < r.length; k += 2) if (addr >= (r[k] as number) && addr + length <= (r[k + 1] as number)) return length > 0;
     return false;
