@@ -42,7 +42,11 @@ export interface EsbDevice {
 
 /** The region's own handle on a device's IPI pages. */
 export interface IpiPages {
-  /** File offset of interrupt `irq`'s first IPI page. */
+  /**
+   * File offset of interrupt `irq`'s first IPI page. On a `per-irq-offsets` device it is
+   * `offsetOf(0) + irq × bytesPerIrq` (the contract; the controller checks it at open on the first,
+   * second and last interrupt, and maps a range of interrupts as one block from its first offset).
+   */
   offsetOf(irq: number): bigint;
   /** Run `map` with an fd to map IPI pages from (the same one each time, or a fresh file description). */
   withFd<T>(map: (fd: number) => T): T;
