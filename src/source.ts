@@ -344,6 +344,17 @@ export class PageSource {
    * pulls pages away from under a guest.)
    */
   slice(i: number, count: number, bytesPerIrq: bigint): PageSource {
+    // A slice may only narrow what was validated: interrupts of this source, at its own layout.
+    const n = this.#count;
+    let bpiOk = false;
+    try {
+      bpiOk = typeof bytesPerIrq === 'bigint' && bytesPerIrq > 0n && (this.#geometry === undefined || bytesPerIrq === this.#geometry.bytesPerIrq);
+    } catch {
+      /* a geometry whose getter throws: no layout to slice at */
+    }
+    if (!Number.isInteger(i) || !Number.isInteger(count) || i < 0 || count < 1 || i + count > n || !bpiOk || this.#offset + BigInt(i + count) * bytesPerIrq > this.#limit) {
+      throw new RemapError('E_SOURCE', `slice(${show(i)}, ${show(count)}, ${show(bytesPerIrq)}) of ${this.nameOf(0)}: not a run of this source's ${n} interrupt(s) at its own layout inside its file`);
+    }
     return this.#slice(i, count, bytesPerIrq);
   }
 

@@ -466,6 +466,28 @@ describe('the library under hostile use', () => {
   });
 
   describe('what was validated cannot be changed afterwards (review findings)', () => {
+    it('PageSource.slice only narrows what was validated: outside the source, at another layout or with non-integers it is E_SOURCE', () => {
+      const src = pt.pages(8, 4);
+      const bpi = esb.geometry.bytesPerIrq;
+      for (const [i, n, b] of [
+        [-1, 1, bpi],
+        [3, 2, bpi],
+        [0, 0, bpi],
+        [0.5, 1, bpi],
+        [0, 1, bpi / 2n],
+        [0, 1, 0n],
+        [0, 1, 8192 as unknown as bigint],
+      ] as const) {
+        expectRemapError(() => src.slice(i, n, b), 'E_SOURCE');
+      }
+      const ok = src.slice(1, 2, bpi);
+      esb.attachRange(30, 2, ok);
+      expectStamps(esb, new Map([[30, 'pt1:9'], [31, 'pt1:10']]));
+      ok.close();
+      src.close();
+      expect(esb.detachRange(30, 2)).to.equal(2);
+    });
+
     it("a PageSource's offset, limit and fd are read-only, and its shared fd is out of reach", () => {
       const src = pt.pages(7);
       const bag = src as unknown as Record<string, unknown>;
