@@ -26,13 +26,16 @@
  * region has at most 2 × runs + 1 + K VMAs after every call, 1 once nothing is attached, and a
  * detach still makes exactly one mmap. Figures: `npm run bench -- --vmas` (README, Performance).
  *
- * The hot path (attach/detach, ~130–170 ns of JavaScript per pair, `npm run bench -- --overlay`)
- * builds no op string unless something fails or someone listens, makes no bigint: it does its
- * address arithmetic in Numbers where the region's addresses fit in 2^53 and hands them to the
- * native layer's Number entry (`NativeLayer.remapShared`; a layer without it gets bigint `mmap`
- * calls), takes the run's fd reference on the caller's own source object (`regionRefs.hold`, no
- * object made), and changes the run table in place once the mmap succeeded (it is private:
- * nothing outside sees it change).
+ * The hot path (attach/detach of one interrupt with no notifier: ~70–90 ns of JavaScript per pair,
+ * `npm run bench -- --overlay`) is one flat stretch of code at the top of `attach` and `detach`,
+ * making the same checks, the same one mmap and the same commit as the general path (`#attach`,
+ * `#detach`), which takes everything else. It builds no op string unless something fails or
+ * someone listens and makes no object: address arithmetic in Numbers where the region fits below
+ * 2^53, handed to the native layer's Number entry (`NativeLayer.remapShared`; a layer without it
+ * gets bigint `mmap` calls), the run's fd reference taken on the caller's own source object
+ * (`regionRefs.hold`), the run table kept as typed columns, the budget's threshold copied into a
+ * field. Flat and object-light because of where it runs: between two mmaps, whose kernel path
+ * evicts the caches, every object it reaches is a likely cache miss (README, Performance).
  */
 import { auditRegion, backingFile, type Discrepancy, type ExpectedSegment, type FileId } from './audit.js';
 import { RemapError, errnoOf, errnoValue, isRemapError } from './errors.js';
@@ -46,7 +49,7 @@ import { VmaBudget, systemMaxMapCount } from './vma-budget.js';
 import { NotifierHub, notifierName, type EsbNotifier, type NotifierHandle, type PendingChange, type Pin, type PinInfo, type RegisterOptions } from './notifiers.js';
 import { disposeSymbol } from './dispose.js';
 import { RunTable, StaleBoundaries, runEnd as end, type Backing, type Run as TableRun, type RunInfo } from './run-table.js';
-import { traceAttach, traceDetach, traceFailure, tracing, type ControllerStats } from './tracing.js';
+import { traceAttach, traceDetach, traceFailure, tracing, tracingAttach, tracingDetach, type ControllerStats } from './tracing.js';
 
 const ENOMEM = errnoValue('ENOMEM');
 
@@ -171,8 +174,9 @@ export class EsbController {
    */
   readonly #ipiBaseN: number;
   /**
-   * Whether changes go through the native layer's Number entry (`NativeLayer.remapShared`, where
-   * the layer defines it as its own property) — the region's addresses fit below 2^53 — or through
+   * Whether changes (overlay mode only: kernel-managed maps nothing) go through the native layer's
+   * Number entry (`NativeLayer.remapShared`, where the layer defines it as its own property) — the
+   * region's addresses fit below 2^53 — or through
    * `mmap` with bigints. Making a bigint costs ~25 ns and koffi converts Numbers faster. It is
    * called as a method of the layer each time (not kept apart from it), so a Proxy over the layer
    * sees every call.
@@ -189,9 +193,13 @@ export class EsbController {
   readonly #remapIpiFd = (fd: number): void => (this.#native as FastLayer).remapShared(this.#ipiAtN, this.#ipiLenN, fd, this.#ipiOffN);
   /** `RunTable.cut`'s callbacks: the kept pieces of a cut run hold their own fd references; a cut run's is dropped. */
   readonly #piece = (r: Run, skip: number, count: number): PageSource => regionRefs.piece(r.source, skip, count, this.geometry.bytesPerIrq);
-  readonly #dropRun = (r: Run): void => regionRefs.drop(r.source);
+  readonly #dropRun = (source: PageSource): void => regionRefs.drop(source);
   #busy = false;
   readonly #budget: VmaBudget;
+  /** `#budget.roomyUpTo`, copied after every call that may re-count the process's VMAs (the hot path reads this). */
+  #roomyUpTo = 0;
+  /** The last frozen source geometry found to lay interrupts out as the region does (`#sameLayout`). */
+  #sameGeometry: EsbGeometry | undefined = undefined;
   #degraded: Degraded | null = null;
   /** Counters of `stats()`, as fields of the controller itself (the hot path touches one object fewer). */
   #operations = 0;
@@ -216,8 +224,9 @@ export class EsbController {
     this.#baseN = Number.isSafeInteger(endN) ? Number(memslot.userspaceAddr) : -1;
     this.#bpiN = Number(device.geometry.bytesPerIrq);
     this.#ipiBaseN = linearIpiBase(ipi, device.nrIrqs, device.geometry.bytesPerIrq);
-    this.#numbers = this.#baseN >= 0 && hasOwnRemap(native);
+    this.#numbers = mode === 'overlay' && this.#baseN >= 0 && hasOwnRemap(native);
     this.#budget = new VmaBudget(native, vmaLimit, memslot.userspaceAddr, memslot.userspaceAddr + memslot.size, limitSource);
+    this.#roomyUpTo = this.#budget.roomyUpTo;
   }
 
   /**
@@ -311,6 +320,39 @@ export class EsbController {
    *   E_DEGRADED, or E_MAP (the mmap failed; the region is unchanged)
    */
   attach(irq: number, source: PageSource): void {
+    // The common case in one flat stretch of code (see "The hot path" above): same checks, same one
+    // mmap, same commit as #attach, for a live single-interrupt source at a free interrupt of an
+    // open region with no notifier. Anything else, and any failure, takes the general path below.
+    if (this.#state === 'open' && !this.#busy && this.#degraded === null && this.#hub === null && this.#numbers && isIrq(irq, this.nrIrqs) && PageSource.isPageSource(source) && !source.closed && source.count === 1 && this.#sameLayout(source.geometry)) {
+      const off = source.offsetNumber;
+      const limN = source.limitNumber;
+      const table = this.#runs;
+      const at = table.lowerBound(irq);
+      if (off >= 0 && off + this.#bpiN <= limN && !(at > 0 && table.endAt(at - 1) > irq) && !(at < table.length && table.firstAt(at) <= irq) && 2 * table.length + 1 + (this.#amortized ? this.#stale.size : 0) <= this.#roomyUpTo) {
+        this.#busy = true;
+        try {
+          regionRefs.hold(source);
+          this.#syscalls++;
+          try {
+            (this.#native as FastLayer).remapShared(this.#baseN + irq * this.#bpiN, this.#bpiN, source.fd, off);
+          } catch (e) {
+            regionRefs.drop(source);
+            const [from, to] = this.#amortized ? table.gapAround(irq, irq + 1) : [irq, irq + 1];
+            this.#fail(opName(ATTACH, irq, undefined), e, from, to);
+          }
+          table.add(irq, 1, source, at);
+          if (this.#amortized && this.#stale.size > 0) this.#stale.removeIn(irq, irq + 1);
+          this.#operations++;
+          if (tracingAttach()) traceAttach(this.memslot.userspaceAddr, opName(ATTACH, irq, undefined), irq, 1, source);
+        } catch (e) {
+          traceFailure(this.memslot.userspaceAddr, opName(ATTACH, irq, undefined), e);
+          throw e;
+        } finally {
+          this.#busy = false;
+        }
+        return;
+      }
+    }
     this.#enter(ATTACH, irq, undefined);
     try {
       if (!isIrq(irq, this.nrIrqs)) checkIrq(opName(ATTACH, irq, undefined), irq, this.nrIrqs);
@@ -346,6 +388,48 @@ export class EsbController {
    * @throws RemapError E_IRQ_RANGE, E_CLOSED, E_BUSY, E_DEGRADED, or E_MAP (the region is unchanged)
    */
   detach(irq: number): boolean {
+    // The common case flat, as in attach: a run of exactly this one interrupt, no notifier (the
+    // same gap and stale-boundary rule as #detach, for i = k, j = k + 1 and nothing cut).
+    if (this.#state === 'open' && !this.#busy && this.#degraded === null && this.#hub === null && this.#numbers && this.#ipiBaseN >= 0 && isIrq(irq, this.nrIrqs)) {
+      const table = this.#runs;
+      const k = table.lowerBound(irq + 1) - 1;
+      if (k >= 0 && table.firstAt(k) === irq && table.endAt(k) === irq + 1 && 2 * table.length + 1 + (this.#amortized ? this.#stale.size : 0) <= this.#roomyUpTo) {
+        this.#busy = true;
+        try {
+          const g0 = k > 0 ? table.endAt(k - 1) : 0;
+          const g1 = k + 1 < table.length ? table.firstAt(k + 1) : this.nrIrqs;
+          let from = irq;
+          let to = irq + 1;
+          if (this.#amortized && (this.#stale.size + Number(irq > g0) + Number(irq + 1 < g1) > this.#slack || table.length === 1)) {
+            from = g0;
+            to = g1;
+          }
+          this.#syscalls++;
+          this.#ipiAtN = this.#baseN + from * this.#bpiN;
+          this.#ipiLenN = (to - from) * this.#bpiN;
+          this.#ipiOffN = this.#ipiBaseN + from * this.#bpiN;
+          try {
+            (this.#ipi as IpiPages).withFd(this.#remapIpiFd);
+          } catch (e) {
+            this.#fail(opName(DETACH, irq, undefined), e, from, to);
+          }
+          table.cut(irq, irq + 1, this.#piece, this.#dropRun, k, k + 1);
+          if (this.#amortized) {
+            this.#stale.removeIn(from, to);
+            if (from > g0) this.#stale.add(from);
+            if (to < g1) this.#stale.add(to);
+          }
+          this.#operations++;
+          if (tracingDetach()) traceDetach(this.memslot.userspaceAddr, opName(DETACH, irq, undefined), irq, 1, 1);
+        } catch (e) {
+          traceFailure(this.memslot.userspaceAddr, opName(DETACH, irq, undefined), e);
+          throw e;
+        } finally {
+          this.#busy = false;
+        }
+        return true;
+      }
+    }
     this.#enter(DETACH, irq, undefined);
     try {
       if (!isIrq(irq, this.nrIrqs)) checkIrq(opName(DETACH, irq, undefined), irq, this.nrIrqs);
@@ -576,10 +660,10 @@ export class EsbController {
     const table = this.#runs;
     // Where the run goes; the run before it must end by `first`, the one there start at `last` or later.
     const at = table.lowerBound(first);
-    const busy = at > 0 && end(table.get(at - 1)) > first ? table.get(at - 1) : at < table.length && table.get(at).first < last ? table.get(at) : undefined;
-    if (busy) {
-      const irq = Math.max(first, busy.first);
-      throw new RemapError('E_ALREADY_ATTACHED', `${opName(kind, first, count)}: interrupt ${irq} is already backed by ${busy.source.nameOf(irq - busy.first)}; detach it first`);
+    const busy = at > 0 && table.endAt(at - 1) > first ? at - 1 : at < table.length && table.firstAt(at) < last ? at : -1;
+    if (busy >= 0) {
+      const irq = Math.max(first, table.firstAt(busy));
+      throw new RemapError('E_ALREADY_ATTACHED', `${opName(kind, first, count)}: interrupt ${irq} is already backed by ${table.sourceAt(busy).nameOf(irq - table.firstAt(busy))}; detach it first`);
     }
     // An attach splits its IPI gap: one more VMA for each side of the gap it leaves. Check the
     // budget before anything is built or announced (counting only when near the limit).
@@ -593,19 +677,18 @@ export class EsbController {
     // Notifiers hear `unmap` before anything is mapped: a veto or a surviving pin throws with
     // nothing to undo but this reference.
     regionRefs.hold(source);
-    const run: Run = { first, count, source };
     let note: PendingChange | null = null;
     const hub = this.#hub;
     if (hub) {
       try {
-        note = hub.attaching(opName(kind, first, count), first, count, run.source);
+        note = hub.attaching(opName(kind, first, count), first, count, source);
       } catch (e) {
         regionRefs.drop(source);
         throw e;
       }
     }
     try {
-      if (this.mode === 'overlay') this.#mapSource(first, count, run.source, 0);
+      if (this.mode === 'overlay') this.#mapSource(first, count, source, 0);
     } catch (e) {
       regionRefs.drop(source);
       // Restore [first, last), or on a never-merging device its whole gap (so the restore leaves no stale boundary).
@@ -613,11 +696,24 @@ export class EsbController {
       this.#fail(opName(kind, first, count), e, from, to, note);
     }
     // Commit: the mmap succeeded. Boundaries inside [first, last] are gone or are run edges now.
-    table.insert(run, at);
+    table.add(first, count, source, at);
     if (this.#amortized) this.#stale.removeIn(first, last);
     this.#operations++;
     if (tracing.attach) traceAttach(this.memslot.userspaceAddr, opName(kind, first, count), first, count, source);
     note?.done();
+  }
+
+  /** Whether a source's geometry (or none) lays interrupts out as the region does (false if reading it throws: the general path then reports it). */
+  #sameLayout(sg: EsbGeometry | undefined): boolean {
+    if (sg === undefined || sg === this.geometry || sg === this.#sameGeometry) return true;
+    try {
+      if (!sameLayout(sg, this.geometry)) return false;
+      // A frozen geometry object cannot change: remember it, so the next attach compares a pointer.
+      if (Object.isFrozen(sg)) this.#sameGeometry = sg;
+      return true;
+    } catch {
+      return false;
+    }
   }
 
   /**
@@ -627,7 +723,11 @@ export class EsbController {
    */
   #ensureRoom(op: string, extra: number): void {
     const table = this.#runs;
-    this.#budget.ensure(op, table.length, () => ({ own: table.vmas() + this.#stale.size, extra }), this.#stale.size);
+    try {
+      this.#budget.ensure(op, table.length, () => ({ own: table.vmas() + this.#stale.size, extra }), this.#stale.size);
+    } finally {
+      this.#roomyUpTo = this.#budget.roomyUpTo; // it may have re-counted
+    }
   }
 
   #detach(kind: Change, first: number, last: number): number {
@@ -635,10 +735,10 @@ export class EsbController {
     const i = table.hitIndex(first);
     const j = table.lowerBound(last);
     if (i >= j) return 0;
-    const head = table.get(i);
-    const tail = table.get(j - 1);
-    const cutsHead = head.first < first;
-    const cutsTail = end(tail) > last;
+    const headFirst = table.firstAt(i);
+    const tailEnd = table.endAt(j - 1);
+    const cutsHead = headFirst < first;
+    const cutsTail = tailEnd > last;
     // A detach adds at most one VMA per run it cuts in two (the piece on either side it keeps).
     if (this.mode === 'overlay' && !this.#budget.roomy(2 * table.length + 1 + this.#stale.size)) {
       this.#ensureRoom(opName(kind, first, last - first), Number(cutsHead) + Number(cutsTail));
@@ -647,10 +747,10 @@ export class EsbController {
     const note = hub ? hub.detaching(opName(kind, first, last - first), table.overlapping(first, last), first, last) : null;
     // [a, b): the interrupts that go back to IPI, from the first to the last of them. [g0, g1):
     // the IPI gap they will be part of (a kept piece of a cut run ends it on that side).
-    const a = cutsHead ? first : head.first;
-    const b = cutsTail ? last : end(tail);
-    const g0 = cutsHead ? a : i > 0 ? end(table.get(i - 1)) : 0;
-    const g1 = cutsTail ? b : j < table.length ? table.get(j).first : this.nrIrqs;
+    const a = cutsHead ? first : headFirst;
+    const b = cutsTail ? last : tailEnd;
+    const g0 = cutsHead ? a : i > 0 ? table.endAt(i - 1) : 0;
+    const g1 = cutsTail ? b : j < table.length ? table.firstAt(j) : this.nrIrqs;
     let from = a;
     let to = b;
     if (this.#amortized) {
@@ -772,7 +872,9 @@ export class EsbController {
       // the region is unchanged, as after a clean failure.
     }
     note?.cancel();
-    if (errnoOf(err) === ENOMEM && this.#budget.exhausted()) {
+    const exhausted = errnoOf(err) === ENOMEM && this.#budget.exhausted();
+    this.#roomyUpTo = this.#budget.roomyUpTo; // exhausted() re-counts
+    if (exhausted) {
       throw new RemapError(
         'E_VMA_BUDGET',
         `${op}: mmap failed with ENOMEM: the process is at its VMA limit (${this.#budget.limit}, ${this.#budget.limitSource}); the region is unchanged`,

@@ -74,6 +74,11 @@ export const tracing = {
   },
 };
 
+/** `tracing.attach` as a plain function (the hot path: one object fewer to reach). */
+export const tracingAttach = (): boolean => attachChannel.hasSubscribers;
+/** `tracing.detach` as a plain function. */
+export const tracingDetach = (): boolean => detachChannel.hasSubscribers;
+
 /** Publish an attach (only if someone subscribed). */
 export function traceAttach(region: bigint, op: string, first: number, count: number, source: PageSource): void {
   if (!attachChannel.hasSubscribers) return;

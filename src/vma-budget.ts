@@ -79,6 +79,11 @@ export class VmaBudget {
     }
   }
 
+  /** The largest `regionBound` for which `roomy` holds until the next `refresh` (the controller keeps a copy: its hot path then reads no budget object). */
+  get roomyUpTo(): number {
+    return this.limit - this.#others - 2 - MARGIN;
+  }
+
   /** The fast path of `ensure`: whether a region of at most `regionBound` VMAs can take any change without counting. */
   roomy(regionBound: number): boolean {
     return this.limit - this.#others - regionBound - 2 >= MARGIN;

@@ -132,7 +132,7 @@ describe('RunTable', () => {
           const p = piece(r, skip, count);
           made.push(p);
           return p;
-        }, (r) => gone.push(r.source));
+        }, (source) => gone.push(source));
         expect(n).to.equal(restored);
         expect(spans(t)).to.deep.equal(after);
         expect(t.runs.map((r) => r.source)).to.deep.equal(sources);
