@@ -413,7 +413,7 @@ export class EsbController {
           } catch (e) {
             this.#fail(opName(DETACH, irq, undefined), e, from, to);
           }
-          table.cut(irq, irq + 1, this.#piece, this.#dropRun, k, k + 1);
+          regionRefs.drop(table.removeAt(k));
           if (this.#amortized) {
             this.#stale.removeIn(from, to);
             if (from > g0) this.#stale.add(from);

@@ -264,6 +264,27 @@ export class RunTable<S> {
     this.#n = n + 1;
   }
 
+  /**
+   * Remove run `k` whole (after its mmap succeeded) and return its source: `cut` of exactly that
+   * run, without callbacks (the single-interrupt detach's hot path).
+   */
+  removeAt(k: number): S {
+    const n = this.#n;
+    if (!Number.isInteger(k) || k < 0 || k >= n) throw new RangeError(`RunTable.removeAt: no run ${k} (${n} runs)`);
+    const f = this.#first;
+    const c = this.#count;
+    const src = this.#src;
+    const gone = src[k] as S;
+    for (let m = k + 1; m < n; m++) {
+      f[m - 1] = f[m] as number;
+      c[m - 1] = c[m] as number;
+      src[m - 1] = src[m];
+    }
+    src[n - 1] = undefined;
+    this.#n = n - 1;
+    return gone;
+  }
+
   /** Grow the columns to hold at least `cap` runs (doubling: the columns never shrink). */
   #room(cap: number): void {
     if (cap <= this.#first.length) return;

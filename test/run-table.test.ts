@@ -112,6 +112,20 @@ describe('RunTable', () => {
     });
   });
 
+  describe('removeAt', () => {
+    it('removes one run whole, returns its source, keeps the rest in order; refuses a run that is not there', () => {
+      const t = table([2, 2], [6, 1], [10, 4]);
+      expect(t.removeAt(1)).to.equal('s6');
+      expect(spans(t)).to.deep.equal([[2, 2], [10, 4]]);
+      expect(t.removeAt(1)).to.equal('s10');
+      expect(t.removeAt(0)).to.equal('s2');
+      expect(t.length).to.equal(0);
+      for (const k of [0, -1, 0.5]) expect(() => t.removeAt(k)).to.throw(RangeError);
+      t.insert({ first: 5, count: 1, source: 'n' });
+      expect(t.runs.map((r) => [r.first, r.count, r.source])).to.deep.equal([[5, 1, 'n']]);
+    });
+  });
+
   describe('cut', () => {
     const piece = (r: Run<string>, skip: number, count: number): string => `${r.source}+${skip}x${count}`;
     const cases: [string, [number, number], [number, number][], string[], string[], number][] = [
