@@ -26,7 +26,7 @@
  * region has at most 2 × runs + 1 + K VMAs after every call, 1 once nothing is attached, and a
  * detach still makes exactly one mmap. Figures: `npm run bench -- --vmas` (README, Performance).
  *
- * The hot path (attach/detach of one interrupt with no notifier: ~70–90 ns of JavaScript per pair,
+ * The hot path (attach/detach of one interrupt with no notifier: ~40–70 ns of JavaScript per pair,
  * `npm run bench -- --overlay`) is one flat stretch of code at the top of `attach` and `detach`,
  * making the same checks, the same one mmap and the same commit as the general path (`#attach`,
  * `#detach`), which takes everything else. It builds no op string unless something fails or
