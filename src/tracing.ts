@@ -64,20 +64,20 @@ export interface FailureTrace {
   readonly error: unknown;
 }
 
-/** Whether anyone listens on `xive-remap:attach` / `xive-remap:detach` (the hot path builds no op string otherwise). */
-export const tracing = {
-  get attach(): boolean {
-    return attachChannel.hasSubscribers;
-  },
-  get detach(): boolean {
-    return detachChannel.hasSubscribers;
-  },
-};
-
 /** `tracing.attach` as a plain function (the hot path: one object fewer to reach). */
 export const tracingAttach = (): boolean => attachChannel.hasSubscribers;
 /** `tracing.detach` as a plain function. */
 export const tracingDetach = (): boolean => detachChannel.hasSubscribers;
+
+/** Whether anyone listens on `xive-remap:attach` / `xive-remap:detach` (the hot path builds no op string otherwise). */
+export const tracing = {
+  get attach(): boolean {
+    return tracingAttach();
+  },
+  get detach(): boolean {
+    return tracingDetach();
+  },
+};
 
 /** Publish an attach (only if someone subscribed). */
 export function traceAttach(region: bigint, op: string, first: number, count: number, source: PageSource): void {

@@ -38,13 +38,18 @@ export function expectBackingMatchesMemory(esb: EsbController, irqs?: Iterable<n
 }
 
 /** Run `fn`, expect a RemapError with `code`, and return it. */
-export function expectRemapError(fn: () => unknown, code: string): RemapError {
-  let caught: unknown;
+/** What `fn` threw, or undefined if it returned (for outcomes where either is allowed). */
+export function thrownBy(fn: () => unknown): unknown {
   try {
     fn();
   } catch (e) {
-    caught = e;
+    return e;
   }
+  return undefined;
+}
+
+export function expectRemapError(fn: () => unknown, code: string): RemapError {
+  const caught = thrownBy(fn);
   expect(caught, `expected a RemapError ${code}`).to.be.instanceOf(RemapError);
   const err = caught as RemapError;
   expect(err.code, err.message).to.equal(code);

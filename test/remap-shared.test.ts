@@ -9,7 +9,7 @@ import { readFileSync } from 'node:fs';
 import { EsbController, RemapError } from 'xive-remap';
 import { FakePassthroughDevice, FakeXiveDevice, readStamp } from 'xive-remap/native-stubs';
 import { MAP_FIXED, MAP_SHARED, NativeError, PROT_READ, PROT_WRITE, mapsIn, parseMaps, realNative, type NativeLayer } from '../src/internal.js';
-import { expectBackingMatchesMemory, expectRemapError, expectStamps, regionVmas } from './helpers.js';
+import { expectBackingMatchesMemory, expectRemapError, expectStamps, regionVmas, thrownBy } from './helpers.js';
 
 const remap = realNative.remapShared as NonNullable<NativeLayer['remapShared']>;
 
@@ -48,26 +48,16 @@ describe('NativeLayer.remapShared: the Number hot path', () => {
       expect(maps.map((m) => [m.perms, m.path])).to.deep.equal([['rw-s', maps[0]?.path]]);
       expect(maps[0]?.path).to.match(/fake-pt7/);
       // Outside every claimed range: refused before the kernel sees it.
-      let err: unknown;
-      try {
-        remap.call(realNative, base - page, page, pt.fd, 0);
-      } catch (e) {
-        err = e;
-      }
+      const err = thrownBy(() => remap.call(realNative, base - page, page, pt.fd, 0));
       expect(err).to.be.instanceOf(RemapError);
       expect((err as RemapError).code).to.equal('E_NOT_OWNED');
       // A bad fd: EBADF, and interrupt 6's IPI pages are untouched.
       const six = esb.memslot.userspaceAddr + 6n * esb.geometry.bytesPerIrq;
       expect(readStamp(esb, 6)).to.equal('ipi:6:0');
-      err = undefined;
-      try {
-        remap.call(realNative, base + 6 * bpi, bpi, -1, 0);
-      } catch (e) {
-        err = e;
-      }
-      expect(err).to.be.instanceOf(NativeError);
-      expect((err as NativeError).syscall).to.equal('mmap');
-      expect((err as NativeError).code).to.equal('EBADF');
+      const bad = thrownBy(() => remap.call(realNative, base + 6 * bpi, bpi, -1, 0));
+      expect(bad).to.be.instanceOf(NativeError);
+      expect((bad as NativeError).syscall).to.equal('mmap');
+      expect((bad as NativeError).code).to.equal('EBADF');
       expect(readStamp(esb, 6)).to.equal('ipi:6:0');
       expect(mapsIn(parseMaps(readFileSync('/proc/self/maps', 'utf8')), six, six + esb.geometry.bytesPerIrq)[0]?.path).to.match(/fake-xive-ipi/);
       // Put interrupt 5 back as the controller's table says (nothing there) so its audit agrees.

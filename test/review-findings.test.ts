@@ -8,7 +8,7 @@ import { fileURLToPath } from 'node:url';
 import { EsbController, PageSource, RemapError } from 'xive-remap';
 import { FakePassthroughDevice, FakeXiveDevice, FaultyNative } from 'xive-remap/native-stubs';
 import { realNative, type NativeLayer } from '../src/internal.js';
-import { expectBackingMatchesMemory, expectStamps } from './helpers.js';
+import { expectBackingMatchesMemory, expectStamps, thrownBy } from './helpers.js';
 
 const dist = fileURLToPath(new URL('..', import.meta.url));
 
@@ -70,12 +70,7 @@ describe('review findings: the hot path under hostile use', () => {
         esb.attach(3, src);
         shadow(src, 'fd', { value: other.fd });
         f.inject({ call: 'mmap', errno: 'EIO' }); // the detach fails; its restore maps the run back
-        let err: unknown;
-        try {
-          esb.detach(3);
-        } catch (e) {
-          err = e;
-        }
+        const err = thrownBy(() => esb.detach(3));
         expect(err).to.be.instanceOf(RemapError);
         expectBackingMatchesMemory(esb);
         expect(esb.audit()).to.deep.equal([]);
@@ -95,12 +90,7 @@ describe('review findings: the hot path under hostile use', () => {
         const src = pt.pages(0, 4);
         esb.attachRange(4, 4, src);
         shadow(src, 'slice', { value: (): PageSource => pt.pages(5) });
-        let err: unknown;
-        try {
-          esb.detachRange(5, 2); // keeps [4, 5) and [7, 8) of the run
-        } catch (e) {
-          err = e;
-        }
+        const err = thrownBy(() => esb.detachRange(5, 2)); // keeps [4, 5) and [7, 8) of the run
         expect(err === undefined || err instanceof RemapError, String(err)).to.equal(true);
         expectBackingMatchesMemory(esb);
         expect(esb.audit()).to.deep.equal([]);
@@ -163,12 +153,7 @@ describe('review findings: the hot path under hostile use', () => {
       const remap = realNative.remapShared as NonNullable<NativeLayer['remapShared']>;
       const base = Number(esb.memslot.userspaceAddr);
       const bpi = Number(esb.geometry.bytesPerIrq);
-      let err: unknown;
-      try {
-        remap.call(realNative, base + 2 * bpi + 0.5, bpi, pt.fd, 0);
-      } catch (e) {
-        err = e;
-      }
+      const err = thrownBy(() => remap.call(realNative, base + 2 * bpi + 0.5, bpi, pt.fd, 0));
       expect(err, 'a fractional address must be refused').to.be.instanceOf(Error);
       expect(err).to.not.have.property('errno', 0);
       expectStamps(esb); // every interrupt still reads its own IPI pages
