@@ -11,10 +11,12 @@
  *                       warm-up batch, the table holding 0 and 64 other runs; CPU time and V8 heap
  *                       bytes allocated per pair beside it
  *   overlayVsKoffi      attach+detach through EsbController ÷ the identical two mmap(MAP_FIXED) calls
- *                       made through the native layer's entry the controller uses (remapShared) on an
- *                       equal region (same split and merge), in the same process, rotated order,
- *                       populated and unpopulated pages; beside it (details) koffiPlusJsVsKoffi: the
- *                       bare pair with plain JS of the controller's measured cost between the calls
+ *                       made through the native layer's entry the controller uses (remapShared) on the
+ *                       controller's own region (same split and merge), in the same process, rotated
+ *                       order, populated and unpopulated pages; beside it (details) koffiPlusJsVsKoffi:
+ *                       the bare pair with plain JS of the controller's measured cost between the
+ *                       calls, and koffiOtherRegionVsKoffi: the bare pair on a second, equal region
+ *                       (how much two regions of one process differ: why the pairs share one)
  *   overlayVsC          the same ÷ the two calls from C (bench/overlay.c, built with `cc`), one thread
  *   overlayVsCThreaded  the same ÷ C with as many threads as this process, waking every 1 ms; and
  *                       the C pair with threads (waking, busy), with TLB shootdowns and kernel time
@@ -310,9 +312,14 @@ function irqCount(name: string): number {
 const processThreads = (): number => fs.readdirSync('/proc/self/task').length;
 
 /**
- * Two equal regions of `nrIrqs` interrupts: one under an EsbController (the library's pair), one
- * mapped by the bench itself through the native layer (the bare koffi pair: the same two
- * MAP_FIXED mmaps, same split and merge, addresses and offsets computed before timing).
+ * A region of `nrIrqs` interrupts under an EsbController, where both the library's pair and the
+ * bare koffi pair (the same two MAP_FIXED mmaps made by the bench through the native layer, same
+ * split and merge, addresses and offsets computed before timing) are made: each pair leaves every
+ * page as it found it (IPI), so the controller's table stays true. And a second, equal region
+ * mapped by the bench itself (`bare`), where the bare pair is also timed: two regions of one
+ * process differ by a few percent, which way round varying from process to process (the VMAs'
+ * and page tables' places in memory), so a ratio between pairs on two regions measures the
+ * regions as much as the library (`koffiOtherRegionVsKoffi`).
  */
 interface OverlayRig {
   esb: EsbController;
@@ -412,22 +419,24 @@ function spinStepsFor(ns: number): number {
 }
 
 /**
- * The identical pairs made through the native layer directly, on the bare region; with `jsSteps`,
- * plain JavaScript (`spin`) of about the controller's own cost runs before each of the two calls, as
- * the controller's does (half each): what that much JS in that place costs with the kernel work around it.
+ * The identical pairs made through the native layer directly, on the controller's region (or, with
+ * `otherRegion`, on the bare one); with `jsSteps`, plain JavaScript (`spin`) of about the
+ * controller's own cost runs before each of the two calls, as the controller's does (half each):
+ * what that much JS in that place costs with the kernel work around it.
  */
-function koffiBatch(rig: OverlayRig, cycles: number, populated: boolean, jsSteps = 0): Batch {
+function koffiBatch(rig: OverlayRig, cycles: number, populated: boolean, jsSteps = 0, otherRegion = false): Batch {
   const { esb, pt, bare } = rig;
   const bpi = esb.geometry.bytesPerIrq;
   const n = esb.nrIrqs;
   // The native layer's entry the controller itself uses (`remapShared`: Numbers, MAP_SHARED | MAP_FIXED, read-write).
   const remap = realNative.remapShared as NonNullable<NativeLayer['remapShared']>;
   const len = Number(bpi);
-  const addrs = Array.from({ length: n }, (_, i) => Number(bare.addr) + i * len);
+  const base = Number(otherRegion ? bare.addr : esb.memslot.userspaceAddr);
+  const addrs = Array.from({ length: n }, (_, i) => base + i * len);
   const ptOffs = Array.from({ length: pt.nrIrqs }, (_, i) => i * len);
   const ipiOffs = Array.from({ length: n }, (_, i) => i * len);
   const ptFd = pt.fd;
-  const ipiFd = bare.dev.fd;
+  const ipiFd = otherRegion ? bare.dev.fd : rig.dev.fd; // (the controller's IPI handle is a dup of dev.fd: the same open file, so the same merge)
   const ns = new Array<number>(cycles);
   return counted(cycles, () => {
     for (let c = 0; c < cycles; c++) {
@@ -552,9 +561,9 @@ function benchOverlay(): void {
           controllerBatch(rig, cycles, populated);
           koffiBatch(rig, cycles, populated);
         }
-        const kinds = bin ? (['controller', 'koffi', 'koffiPlusJs', 'c', 'cThreaded'] as const) : (['controller', 'koffi', 'koffiPlusJs'] as const);
-        type Kind = 'controller' | 'koffi' | 'koffiPlusJs' | 'c' | 'cThreaded';
-        const got: Record<Kind, Batch[]> = { controller: [], koffi: [], koffiPlusJs: [], c: [], cThreaded: [] };
+        const kinds = bin ? (['controller', 'koffi', 'koffiPlusJs', 'koffiOtherRegion', 'c', 'cThreaded'] as const) : (['controller', 'koffi', 'koffiPlusJs', 'koffiOtherRegion'] as const);
+        type Kind = 'controller' | 'koffi' | 'koffiPlusJs' | 'koffiOtherRegion' | 'c' | 'cThreaded';
+        const got: Record<Kind, Batch[]> = { controller: [], koffi: [], koffiPlusJs: [], koffiOtherRegion: [], c: [], cThreaded: [] };
         for (let r = 0; r < rounds; r++) {
           // Rotate the order, so drift in the machine's load hits every kind alike.
           for (let k = 0; k < kinds.length; k++) {
@@ -562,6 +571,7 @@ function benchOverlay(): void {
             if (kind === 'controller') got.controller.push(controllerBatch(rig, cycles, populated));
             else if (kind === 'koffi') got.koffi.push(koffiBatch(rig, cycles, populated));
             else if (kind === 'koffiPlusJs') got.koffiPlusJs.push(koffiBatch(rig, cycles, populated, jsSteps));
+            else if (kind === 'koffiOtherRegion') got.koffiOtherRegion.push(koffiBatch(rig, cycles, populated, 0, true));
             else {
               const c = runOverlayC(bin as string, nrIrqs, rig.esb.geometry.bytesPerIrq, ptIrqs, cycles, kind === 'cThreaded' ? { threads: nodeThreads - 1, wakeUs: 1000, unpopulated: !populated } : { unpopulated: !populated });
               got[kind].push({ medianNs: c.median_ns, tlbPerPair: c.tlb_per_cycle, calPerPair: c.cal_per_cycle, sysNsPerPair: c.sys_ns_per_cycle });
@@ -579,6 +589,7 @@ function benchOverlay(): void {
           kernelUsPerPair: { controller: sys('controller'), koffi: sys('koffi'), koffiPlusJs: sys('koffiPlusJs'), c: sys('c'), cThreaded: sys('cThreaded') },
           overlayVsKoffi: per('controller', 'koffi'),
           koffiPlusJsVsKoffi: per('koffiPlusJs', 'koffi'),
+          koffiOtherRegionVsKoffi: per('koffiOtherRegion', 'koffi'),
           overlayVsC: per('controller', 'c'),
           overlayVsCThreaded: per('controller', 'cThreaded'),
           koffiVsC: per('koffi', 'c'),
@@ -634,7 +645,7 @@ function benchOverlay(): void {
     cThreads: threads,
     jsNsPerPair: jsNs,
     jsStepsPerCall: jsSteps,
-    note: 'each round: one batch of each kind in rotated order; a batch is summarised by the median of its pairs; ratios are per round. koffi: the same two MAP_FIXED mmaps through the native layer entry the controller uses (remapShared: Numbers, its owned-range check included) on an equal bare region, addresses precomputed. koffiPlusJs: the koffi pair with plain JS (no system call, no allocation) of the controller\'s own cost per pair (jsNsPerPair, controllerJsNsPerPair.tableEmpty of this run) split before the two calls: what that much JS costs in that place. cThreaded: bench/overlay.c with as many threads as this process (nodeThreads) waking every 1 ms. tlbShootdownsPerPair: /proc/interrupts TLB, whole machine, per pair',
+    note: 'each round: one batch of each kind in rotated order; a batch is summarised by the median of its pairs; ratios are per round. koffi: the same two MAP_FIXED mmaps through the native layer entry the controller uses (remapShared: Numbers, its owned-range check included) on the controller\'s own region (each pair leaves it as it found it), addresses precomputed. koffiOtherRegion: the koffi pair on a second, equal region the bench mapped (koffiOtherRegionVsKoffi: how much two regions of one process differ, either way round from process to process). koffiPlusJs: the koffi pair with plain JS (no system call, no allocation) of the controller\'s own cost per pair (jsNsPerPair, controllerJsNsPerPair.tableEmpty of this run) split before the two calls: what that much JS costs in that place. cThreaded: bench/overlay.c with as many threads as this process (nodeThreads) waking every 1 ms. tlbShootdownsPerPair: /proc/interrupts TLB, whole machine, per pair',
   };
   const ok = (s: Spread | null | undefined, goal: number): boolean | null => (s ? s.median <= goal : null);
   const pu = primary.overlayVsKoffiUnpopulated;

@@ -188,6 +188,8 @@ export class FakeXiveDevice implements EsbDevice {
     const bpi = this.geometry.bytesPerIrq;
     const unmergeable = this.#unmergeable;
     return {
+      // One fd every time, unless each mapping needs a fresh file description (see withFd).
+      ...(unmergeable ? {} : { fd: own.fd }),
       offsetOf: (irq) => BigInt(irq) * bpi,
       withFd<T>(map: (fd: number) => T): T {
         if (!unmergeable) return map(own.fd);

@@ -174,6 +174,12 @@ export class EsbController {
    */
   readonly #ipiBaseN: number;
   /**
+   * The IPI handle's fixed fd (`IpiPages.fd`, checked at open against the fd `withFd` handed to the
+   * region's own mapping), where the Number path maps the IPI pages back (`#numbers` and
+   * `#ipiBaseN ≥ 0`); else -1 and every restore goes through `withFd`.
+   */
+  readonly #ipiFdN: number;
+  /**
    * Whether changes (overlay mode only: kernel-managed maps nothing) go through the native layer's
    * Number entry (`NativeLayer.remapShared`, where the layer defines it as its own property) — the
    * region's addresses fit below 2^53 — or through
@@ -208,7 +214,7 @@ export class EsbController {
   /** Notifiers and pins (src/notifiers.ts); null until the first register, so the hot path pays one null check. */
   #hub: NotifierHub | null = null;
 
-  private constructor(device: DeviceSnapshot, ipi: IpiPages, memslot: Memslot, mode: 'overlay' | 'kernel-managed', native: NativeLayer, vmaLimit: number, limitSource: string, slack: number) {
+  private constructor(device: DeviceSnapshot, ipi: IpiPages, ipiFd: number, memslot: Memslot, mode: 'overlay' | 'kernel-managed', native: NativeLayer, vmaLimit: number, limitSource: string, slack: number) {
     this.memslot = Object.freeze(memslot);
     this.nrIrqs = device.nrIrqs;
     this.geometry = device.geometry;
@@ -225,6 +231,7 @@ export class EsbController {
     this.#bpiN = Number(device.geometry.bytesPerIrq);
     this.#ipiBaseN = linearIpiBase(ipi, device.nrIrqs, device.geometry.bytesPerIrq);
     this.#numbers = mode === 'overlay' && this.#baseN >= 0 && hasOwnRemap(native);
+    this.#ipiFdN = this.#numbers && this.#ipiBaseN >= 0 ? ipiFd : -1;
     this.#budget = new VmaBudget(native, vmaLimit, memslot.userspaceAddr, memslot.userspaceAddr + memslot.size, limitSource);
     this.#roomyUpTo = this.#budget.roomyUpTo;
   }
@@ -277,8 +284,12 @@ export class EsbController {
       throw new RemapError('E_DEVICE_UNAVAILABLE', `${op}: the device's openIpiPages() returned ${show(ipi)}, not IpiPages (withFd, offsetOf, close)`);
     }
     let addr: bigint;
+    let mappedFrom = -1;
     try {
-      addr = ipi.withFd((fd) => native.mmap(0n, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, ipi.offsetOf(0)));
+      addr = ipi.withFd((fd) => {
+        mappedFrom = fd;
+        return native.mmap(0n, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, ipi.offsetOf(0));
+      });
     } catch (e) {
       ipi.close();
       throw new RemapError('E_MAP', `${op}: mapping the IPI ESB pages of ${dev.nrIrqs} interrupts (0x${size.toString(16)} bytes) failed`, { cause: e });
@@ -289,7 +300,7 @@ export class EsbController {
       const system = systemMaxMapCount();
       const [limit, limitSource] =
         vmaLimit !== undefined ? [vmaLimit, 'the vmaLimit option'] : system !== undefined ? [system, 'vm.max_map_count'] : [65530, 'vm.max_map_count assumed: /proc/sys/vm/max_map_count unreadable'];
-      const esb = new EsbController(dev, ipi, { userspaceAddr: addr, size }, mode, native, limit, limitSource, slack);
+      const esb = new EsbController(dev, ipi, fixedIpiFd(ipi, mappedFrom), { userspaceAddr: addr, size }, mode, native, limit, limitSource, slack);
       esb.#syscalls++;
       return esb;
     } catch (e) {
@@ -404,12 +415,8 @@ export class EsbController {
             from = g0;
             to = g1;
           }
-          this.#syscalls++;
-          this.#ipiAtN = this.#baseN + from * this.#bpiN;
-          this.#ipiLenN = (to - from) * this.#bpiN;
-          this.#ipiOffN = this.#ipiBaseN + from * this.#bpiN;
           try {
-            (this.#ipi as IpiPages).withFd(this.#remapIpiFd);
+            this.#mapIpi(from, to);
           } catch (e) {
             this.#fail(opName(DETACH, irq, undefined), e, from, to);
           }
@@ -794,10 +801,17 @@ export class EsbController {
     return BigInt(count) * this.geometry.bytesPerIrq;
   }
 
-  /** Map the IPI pages of [first, last) back: one mmap (Numbers where the native layer and the offsets allow). */
+  /**
+   * Map the IPI pages of [first, last) back: one mmap (Numbers where the native layer and the
+   * offsets allow; straight from the handle's fixed fd where it has one, else through `withFd`).
+   */
   #mapIpi(first: number, last: number): void {
-    const ipi = this.#ipi as IpiPages;
     this.#syscalls++;
+    if (this.#ipiFdN >= 0) {
+      (this.#native as FastLayer).remapShared(this.#baseN + first * this.#bpiN, (last - first) * this.#bpiN, this.#ipiFdN, this.#ipiBaseN + first * this.#bpiN);
+      return;
+    }
+    const ipi = this.#ipi as IpiPages;
     if (this.#numbers && this.#ipiBaseN >= 0) {
       this.#ipiAtN = this.#baseN + first * this.#bpiN;
       this.#ipiLenN = (last - first) * this.#bpiN;
@@ -970,6 +984,20 @@ function linearIpiBase(ipi: IpiPages, nrIrqs: number, bpi: bigint): number {
     const last = o0 + BigInt(nrIrqs - 1) * bpi;
     if (typeof o0 !== 'bigint' || o0 < 0n || ipi.offsetOf(nrIrqs - 1) !== last || (nrIrqs > 1 && ipi.offsetOf(1) !== o0 + bpi)) return -1;
     return Number.isSafeInteger(Number(last + bpi)) ? Number(o0) : -1;
+  } catch {
+    return -1;
+  }
+}
+
+/**
+ * The handle's fixed fd (`IpiPages.fd`) if it is a plain fd number and the one `withFd` handed to
+ * the region's own mapping (`mappedFrom`); else -1 (never throws: a getter that throws, or any
+ * other value, just leaves every restore to `withFd`).
+ */
+function fixedIpiFd(ipi: IpiPages, mappedFrom: number): number {
+  try {
+    const fd = ipi.fd;
+    return typeof fd === 'number' && fd === mappedFrom && (fd | 0) === fd && fd >= 0 ? fd : -1;
   } catch {
     return -1;
   }

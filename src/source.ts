@@ -7,10 +7,13 @@
  * read-write (a trial mmap of the first page at a fresh address, unmapped at once). The cost is
  * paid here, once per source, never on attach.
  *
- * A source holds its own duplicate of the fd in a reference-counted `SharedFd`: the caller may
- * close its fd at any time (invariant 7), and each attached run keeps the duplicate alive until it
- * is detached (a reference of the region's own, `regionRefs`), so a failed detach can always put
- * the passthrough pages back.
+ * A source holds its own duplicate of the fd in a reference-counted `SharedFd` (slices share it):
+ * the caller may close its fd at any time (invariant 7), and each attached run keeps the duplicate
+ * alive until it is detached (a reference of the region's own, `regionRefs`), so a failed detach can
+ * always put the passthrough pages back. The region's references are counted on the source object
+ * itself, which holds one reference on the `SharedFd` for as long as it is open or held: an
+ * attach+detach then touches only the source, not the handle (README, Performance: every distinct
+ * object the hot path reaches between its two system calls costs time).
  */
 import { NativeError, RemapError, isRemapError } from './errors.js';
 import type { EsbGeometry } from './geometry.js';
@@ -124,7 +127,8 @@ export interface FromFdOptions {
  * `close()` it at any time without pulling pages from under a guest); `piece` makes the kept piece
  * of a cut run, holding one reference that is the region's and none of its own (so a `close()` by
  * whoever sees it, such as a notifier, cannot release the region's); `drop` lets one go, once per
- * `hold` or `piece`. Not reachable from the package's entry points.
+ * `hold` or `piece`. They are counted on the source (`#held`): its one reference on the `SharedFd`
+ * is released when it is both closed and no longer held. Not reachable from the package's entry points.
  */
 export let regionRefs: {
   hold(src: PageSource): void;
@@ -140,6 +144,10 @@ export class PageSource {
   // caller that moved `offset` or released the shared fd could make an attach map past the file's
   // end, or break the region's own reference on the fd).
   readonly #handle: SharedFd;
+  /** `#handle.fd`, read here by the hot path (one object fewer); open while this source holds its reference. */
+  readonly #fd: number;
+  /** The regions' references on this source (`regionRefs`). Its reference on `#handle` lasts while `!#closed || #held > 0`. */
+  #held = 0;
   readonly #offset: bigint;
   readonly #count: number;
   readonly #limit: bigint;
@@ -154,14 +162,18 @@ export class PageSource {
     // The region's references (see `regionRefs`): module-private, so no caller can drop one.
     regionRefs = {
       hold: (src) => {
-        src.#handle.retain();
+        // A closed source no region holds has let its fd go (the controller refuses closed sources first).
+        if (src.#closed && src.#held === 0) throw new RemapError('E_SOURCE', `the source's fd ${src.#fd} is closed; it cannot be attached`);
+        src.#held++;
       },
       drop: (src) => {
-        src.#handle.release();
+        if (src.#held === 0) return; // (one drop per hold: a second would be a library bug; never release twice)
+        if (--src.#held === 0 && src.#closed) src.#handle.release();
       },
       piece: (src, i, count, bytesPerIrq) => {
-        const p = src.#slice(i, count, bytesPerIrq); // takes the reference the region will drop (private fields only: nothing a caller can override)
-        p.#closed = true; // …and owns none of its own: a close() from outside is a no-op
+        const p = src.#slice(i, count, bytesPerIrq); // its own reference on the handle (private fields only: nothing a caller can override)…
+        p.#held = 1; // …which is the region's: released by the region's one drop…
+        p.#closed = true; // …as the piece owns none of its own: a close() from outside is a no-op
         return p;
       },
     };
@@ -183,6 +195,7 @@ export class PageSource {
     // is not the library's own SharedFd could name any fd with any limit, never validated.
     if (!SharedFd.isSharedFd(handle)) throw new RemapError('E_SOURCE', 'new PageSource(): not a handle made by the library; use PageSource.fromFd or a device\'s pages()');
     this.#handle = handle;
+    this.#fd = handle.fd;
     this.#offset = offset;
     this.#count = count;
     this.#limit = limit;
@@ -212,7 +225,7 @@ export class PageSource {
 
   /** The fd the pages are mapped from (the source's own duplicate, shared with its slices). */
   get fd(): number {
-    return this.#handle.fd;
+    return this.#fd;
   }
 
   /** File offset of the first interrupt's pages. */
@@ -334,7 +347,7 @@ export class PageSource {
   close(): void {
     if (this.#closed) return;
     this.#closed = true;
-    this.#handle.release();
+    if (this.#held === 0) this.#handle.release(); // else the last region's drop releases it
   }
 
   /**

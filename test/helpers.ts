@@ -3,7 +3,7 @@
  * region, VMAs counted from /proc/self/maps.
  */
 import { expect } from 'chai';
-import { RemapError, type EsbController } from 'xive-remap';
+import { RemapError, type EsbController, type EsbDevice } from 'xive-remap';
 import { readStamp } from 'xive-remap/native-stubs';
 import { mapsIn, realNative, type MapsEntry } from '../src/internal.js';
 
@@ -37,7 +37,6 @@ export function expectBackingMatchesMemory(esb: EsbController, irqs?: Iterable<n
   expectStamps(esb, expected, expected.keys());
 }
 
-/** Run `fn`, expect a RemapError with `code`, and return it. */
 /** What `fn` threw, or undefined if it returned (for outcomes where either is allowed). */
 export function thrownBy(fn: () => unknown): unknown {
   try {
@@ -48,10 +47,25 @@ export function thrownBy(fn: () => unknown): unknown {
   return undefined;
 }
 
+/** Run `fn`, expect a RemapError with `code`, and return it. */
 export function expectRemapError(fn: () => unknown, code: string): RemapError {
   const caught = thrownBy(fn);
   expect(caught, `expected a RemapError ${code}`).to.be.instanceOf(RemapError);
   const err = caught as RemapError;
   expect(err.code, err.message).to.equal(code);
   return err;
+}
+
+/** A plain object device that forwards to `dev` (its properties read now), with some of them replaced. */
+export function forwardingDevice(dev: EsbDevice, over: Partial<EsbDevice> = {}): EsbDevice {
+  return {
+    name: dev.name,
+    nrIrqs: dev.nrIrqs,
+    geometry: dev.geometry,
+    contract: dev.contract,
+    mergeable: dev.mergeable,
+    native: dev.native,
+    openIpiPages: () => dev.openIpiPages(),
+    ...over,
+  };
 }

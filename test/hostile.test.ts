@@ -10,7 +10,7 @@ import { EsbController, PageSource, TRACE_CHANNELS, type EsbDevice, type EsbNoti
 import { FakePassthroughDevice, FakeXiveDevice, FaultyNative, readStamp, readStampAt } from 'xive-remap/native-stubs';
 import { realNative, type NativeLayer } from '../src/internal.js';
 import { VmaBudget } from '../src/vma-budget.js';
-import { expectBackingMatchesMemory, expectRemapError, expectStamps, regionVmas } from './helpers.js';
+import { expectBackingMatchesMemory, expectRemapError, expectStamps, forwardingDevice, regionVmas } from './helpers.js';
 import { openFds } from './model.js';
 
 /** A thrown value that cannot be described the usual way: its message and its tag getters throw. */
@@ -505,16 +505,7 @@ describe('the library under hostile use', () => {
     });
 
     /** A plain device that forwards to the fake, with some properties replaced. */
-    const wrap = (over: Partial<EsbDevice>): EsbDevice => ({
-      name: dev.name,
-      nrIrqs: dev.nrIrqs,
-      geometry: dev.geometry,
-      contract: dev.contract,
-      mergeable: dev.mergeable,
-      native: dev.native,
-      openIpiPages: () => dev.openIpiPages(),
-      ...over,
-    });
+    const wrap = (over: Partial<EsbDevice>): EsbDevice => forwardingDevice(dev, over);
 
     it("the region keeps its own copy of the device's geometry", () => {
       const plain = EsbController.open(wrap({}));

@@ -221,6 +221,7 @@ export class XiveKvmDevice implements EsbDevice {
     }
     let open = true;
     return {
+      fd,
       offsetOf: (irq) => xiveEsbFileOffset(g, irq),
       withFd<T>(map: (fd: number) => T): T {
         if (!open) throw new RemapError('E_CLOSED', 'the IPI page handle of the KVM XIVE device is closed');
