@@ -33,8 +33,9 @@
  * someone listens and makes no object: address arithmetic in Numbers where the region fits below
  * 2^53, handed to the native layer's Number entry (`NativeLayer.remapShared`; a layer without it
  * gets bigint `mmap` calls), the run's fd reference taken on the caller's own source object
- * (`regionRefs.hold`), the run table kept as typed columns, the budget's threshold copied into a
- * field. Flat and object-light because of where it runs: between two mmaps, whose kernel path
+ * (`regionRefs.hold`, counted on that object), the IPI pages mapped back from the handle's fixed
+ * fd where it has one (`IpiPages.fd`), the run table kept as typed columns, the budget's threshold
+ * copied into a field. Flat and object-light because of where it runs: between two mmaps, whose kernel path
  * evicts the caches, every object it reaches is a likely cache miss (README, Performance).
  */
 import { auditRegion, backingFile, type Discrepancy, type ExpectedSegment, type FileId } from './audit.js';
