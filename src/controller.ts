@@ -33,10 +33,11 @@
  * someone listens and makes no object: address arithmetic in Numbers where the region fits below
  * 2^53, handed to the native layer's Number entry (`NativeLayer.remapShared`; a layer without it
  * gets bigint `mmap` calls), the run's fd reference taken on the caller's own source object
- * (`regionRefs.hold`, counted on that object), the IPI pages mapped back from the handle's fixed
- * fd where it has one (`IpiPages.fd`), the run table kept as typed columns, the budget's threshold
- * copied into a field. Flat and object-light because of where it runs: between two mmaps, whose kernel path
- * evicts the caches, every object it reaches is a likely cache miss (README, Performance).
+ * (`regionRefs.hold`, counted on that object), the IPI pages mapped back from the region's own
+ * duplicate of the handle's fixed fd where it has one (`IpiPages.fd`), the run table kept as typed
+ * columns, the budget's threshold copied into a field. Flat and object-light because of where it
+ * runs: between two mmaps, whose kernel path evicts the caches, every object it reaches is a likely
+ * cache miss (README, Performance).
  */
 import { auditRegion, backingFile, type Discrepancy, type ExpectedSegment, type FileId } from './audit.js';
 import { RemapError, errnoOf, errnoValue, isRemapError } from './errors.js';
@@ -175,10 +176,14 @@ export class EsbController {
    */
   readonly #ipiBaseN: number;
   /**
-   * The IPI handle's fixed fd (`IpiPages.fd`, checked at open against the fd `withFd` handed to the
-   * region's own mapping), where the Number path maps the IPI pages back (`#numbers` and
-   * `#ipiBaseN ≥ 0`); else -1 and every restore goes through `withFd`.
+   * The region's own duplicate of the IPI handle's fixed fd (`IpiPages.fd`, read at open before the
+   * region's own mapping, duplicated inside `withFd` when that is the fd it handed over): -1 if
+   * none. Closed by `close()`. The handle's fd itself is never mapped from outside `withFd`: a handle
+   * that closed it (or named one it closes after each mapping) would leave a number that the next
+   * open file takes, and a detach would map that file's pages (past its end: SIGBUS).
    */
+  #ipiOwnFd: number;
+  /** `#ipiOwnFd` where the Number path maps the IPI pages back (`#numbers` and `#ipiBaseN ≥ 0`); else -1 and every restore goes through `withFd`. */
   readonly #ipiFdN: number;
   /**
    * Whether changes (overlay mode only: kernel-managed maps nothing) go through the native layer's
@@ -232,6 +237,7 @@ export class EsbController {
     this.#bpiN = Number(device.geometry.bytesPerIrq);
     this.#ipiBaseN = linearIpiBase(ipi, device.nrIrqs, device.geometry.bytesPerIrq);
     this.#numbers = mode === 'overlay' && this.#baseN >= 0 && hasOwnRemap(native);
+    this.#ipiOwnFd = ipiFd;
     this.#ipiFdN = this.#numbers && this.#ipiBaseN >= 0 ? ipiFd : -1;
     this.#budget = new VmaBudget(native, vmaLimit, memslot.userspaceAddr, memslot.userspaceAddr + memslot.size, limitSource);
     this.#roomyUpTo = this.#budget.roomyUpTo;
@@ -285,13 +291,18 @@ export class EsbController {
       throw new RemapError('E_DEVICE_UNAVAILABLE', `${op}: the device's openIpiPages() returned ${show(ipi)}, not IpiPages (withFd, offsetOf, close)`);
     }
     let addr: bigint;
-    let mappedFrom = -1;
+    // The handle's fixed fd, if it names one where detaches may use it (overlay, Number entry); the
+    // region then keeps its own duplicate of it, made while `withFd` hands it over for the mapping.
+    const fixed = mode === 'overlay' && hasOwnRemap(native) ? fixedIpiFd(ipi) : -1;
+    let ownFd = -1;
     try {
       addr = ipi.withFd((fd) => {
-        mappedFrom = fd;
-        return native.mmap(0n, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, ipi.offsetOf(0));
+        const at = native.mmap(0n, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, ipi.offsetOf(0));
+        if (fd === fixed && ownFd < 0) ownFd = dupOrNone(native, fd);
+        return at;
       });
     } catch (e) {
+      closeFd(native, ownFd);
       ipi.close();
       throw new RemapError('E_MAP', `${op}: mapping the IPI ESB pages of ${dev.nrIrqs} interrupts (0x${size.toString(16)} bytes) failed`, { cause: e });
     }
@@ -301,7 +312,7 @@ export class EsbController {
       const system = systemMaxMapCount();
       const [limit, limitSource] =
         vmaLimit !== undefined ? [vmaLimit, 'the vmaLimit option'] : system !== undefined ? [system, 'vm.max_map_count'] : [65530, 'vm.max_map_count assumed: /proc/sys/vm/max_map_count unreadable'];
-      const esb = new EsbController(dev, ipi, fixedIpiFd(ipi, mappedFrom), { userspaceAddr: addr, size }, mode, native, limit, limitSource, slack);
+      const esb = new EsbController(dev, ipi, ownFd, { userspaceAddr: addr, size }, mode, native, limit, limitSource, slack);
       esb.#syscalls++;
       return esb;
     } catch (e) {
@@ -311,6 +322,7 @@ export class EsbController {
       } catch {
         /* best effort: the error that matters is the one thrown below */
       }
+      closeFd(native, ownFd);
       ipi.close();
       throw isRemapError(e) ? e : new RemapError('E_MAP', `${op}: counting the process's VMAs failed`, { cause: e });
     }
@@ -597,10 +609,10 @@ export class EsbController {
 
   /**
    * Unmap the whole region (one munmap: the memslot must be deleted from KVM first), drop every
-   * source's fd and the device handle. Later calls throw E_CLOSED; closing again does nothing.
-   * If the munmap fails, nothing is released: the range stays owned and every fd open, every other
-   * call gets E_CLOSED, and calling `close()` again retries the munmap (otherwise the mapping and
-   * its fds would be lost for the life of the process).
+   * source's fd and the device handle (and the region's duplicate of its fixed fd). Later calls
+   * throw E_CLOSED; closing again does nothing. If the munmap fails, nothing is released: the range
+   * stays owned and every fd open, every other call gets E_CLOSED, and calling `close()` again
+   * retries the munmap (otherwise the mapping and its fds would be lost for the life of the process).
    * @throws RemapError E_BUSY if called from inside an operation; E_MAP if munmap failed (retry);
    *   E_NOTIFIER if a destroy handler threw (the region is closed all the same)
    */
@@ -636,6 +648,8 @@ export class EsbController {
     for (const r of this.#runs.runs) regionRefs.drop(r.source);
     this.#runs = RunTable.empty(this.nrIrqs);
     this.#stale.clear();
+    closeFd(this.#native, this.#ipiOwnFd);
+    this.#ipiOwnFd = -1;
     this.#ipi?.close();
     this.#ipi = null;
     const destroyFailure = this.#destroyFailure;
@@ -804,7 +818,8 @@ export class EsbController {
 
   /**
    * Map the IPI pages of [first, last) back: one mmap (Numbers where the native layer and the
-   * offsets allow; straight from the handle's fixed fd where it has one, else through `withFd`).
+   * offsets allow; straight from the region's duplicate of the handle's fixed fd where it has one,
+   * else through `withFd`).
    */
   #mapIpi(first: number, last: number): void {
     this.#syscalls++;
@@ -991,16 +1006,35 @@ function linearIpiBase(ipi: IpiPages, nrIrqs: number, bpi: bigint): number {
 }
 
 /**
- * The handle's fixed fd (`IpiPages.fd`) if it is a plain fd number and the one `withFd` handed to
- * the region's own mapping (`mappedFrom`); else -1 (never throws: a getter that throws, or any
- * other value, just leaves every restore to `withFd`).
+ * The handle's fixed fd (`IpiPages.fd`) if it is a plain fd number; else -1 (never throws: a getter
+ * that throws, or any other value, just leaves every restore to `withFd`). Read once, before the
+ * region's own mapping: it is used only if `withFd` then hands over this very fd.
  */
-function fixedIpiFd(ipi: IpiPages, mappedFrom: number): number {
+function fixedIpiFd(ipi: IpiPages): number {
   try {
     const fd = ipi.fd;
-    return typeof fd === 'number' && fd === mappedFrom && (fd | 0) === fd && fd >= 0 ? fd : -1;
+    return typeof fd === 'number' && (fd | 0) === fd && fd >= 0 ? fd : -1;
   } catch {
     return -1;
+  }
+}
+
+/** A close-on-exec duplicate of `fd`, or -1 if it cannot be made (the region then restores through `withFd`). */
+function dupOrNone(native: NativeLayer, fd: number): number {
+  try {
+    return native.dupCloexec(fd);
+  } catch {
+    return -1;
+  }
+}
+
+/** Close `fd` unless it is -1 (best effort: Linux frees the fd even when close(2) fails). */
+function closeFd(native: NativeLayer, fd: number): void {
+  if (fd < 0) return;
+  try {
+    native.close(fd);
+  } catch {
+    /* the fd is gone either way */
   }
 }
 

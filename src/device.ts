@@ -52,10 +52,11 @@ export interface IpiPages {
   withFd<T>(map: (fd: number) => T): T;
   /**
    * The fd `withFd` hands over, where it is the same one every time and stays open until `close()`:
-   * the region then maps from it directly on its detach hot path, without the call through `withFd`
-   * (one object fewer between two system calls; README, Performance). Leave it out where each
-   * mapping needs a fresh file description. Read once, at open, and used only if it is the fd
-   * `withFd` handed to the region's first mapping.
+   * the region then maps from its own duplicate of it on its detach hot path, without the call
+   * through `withFd` (one object fewer between two system calls; README, Performance). Leave it out
+   * where each mapping needs a fresh file description. Read once, at open, before the region's first
+   * mapping, and used only if it is the fd `withFd` hands to that mapping (duplicated there: what
+   * the handle does with its fd afterwards cannot change what the region maps).
    */
   readonly fd?: number;
   /** Close the handle (idempotent). */
