@@ -3,6 +3,8 @@
  * region, VMAs counted from /proc/self/maps.
  */
 import { expect } from 'chai';
+import { spawnSync } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
 import { RemapError, type EsbController, type EsbDevice } from 'xive-remap';
 import { readStamp } from 'xive-remap/native-stubs';
 import { mapsIn, realNative, type MapsEntry } from '../src/internal.js';
@@ -68,4 +70,21 @@ export function forwardingDevice(dev: EsbDevice, over: Partial<EsbDevice> = {}):
     openIpiPages: () => dev.openIpiPages(),
     ...over,
   };
+}
+
+/**
+ * Run `body` (an ES module body with `EsbController`, `PageSource`, `RemapError`, `FakeXiveDevice`,
+ * `FakePassthroughDevice`, `readStamp`, `realNative` in scope) in a child process (what could kill
+ * the process: SIGBUS, SIGSEGV); return its exit status, signal and output.
+ */
+export function inChild(body: string): { status: number | null; signal: NodeJS.Signals | null; out: string } {
+  const dist = fileURLToPath(new URL('..', import.meta.url));
+  const code = [
+    `import { EsbController, PageSource, RemapError } from ${JSON.stringify(`${dist}src/index.js`)};`,
+    `import { realNative } from ${JSON.stringify(`${dist}src/internal.js`)};`,
+    `import { FakeXiveDevice, FakePassthroughDevice, readStamp } from ${JSON.stringify(`${dist}native-stubs/index.js`)};`,
+    body,
+  ].join('\n');
+  const r = spawnSync(process.execPath, ['--input-type=module', '-e', code], { encoding: 'utf8', timeout: 30_000 });
+  return { status: r.status, signal: r.signal, out: `${r.stdout}${r.stderr}` };
 }

@@ -3,30 +3,10 @@
  * failed on the code as reviewed. Cases that could kill the process (SIGBUS) run in a child.
  */
 import { expect } from 'chai';
-import { spawnSync } from 'node:child_process';
-import { fileURLToPath } from 'node:url';
 import { EsbController, PageSource, RemapError } from 'xive-remap';
 import { FakePassthroughDevice, FakeXiveDevice, FaultyNative } from 'xive-remap/native-stubs';
 import { realNative, type NativeLayer } from '../src/internal.js';
-import { expectBackingMatchesMemory, expectStamps, thrownBy } from './helpers.js';
-
-const dist = fileURLToPath(new URL('..', import.meta.url));
-
-/**
- * Run `body` (an ES module body with `EsbController`, `PageSource`, `FakeXiveDevice`,
- * `FakePassthroughDevice`, `readStamp`, `realNative` in scope) in a child process; return its exit
- * status, signal and output.
- */
-function inChild(body: string): { status: number | null; signal: NodeJS.Signals | null; out: string } {
-  const code = [
-    `import { EsbController, PageSource, RemapError } from ${JSON.stringify(`${dist}src/index.js`)};`,
-    `import { realNative } from ${JSON.stringify(`${dist}src/internal.js`)};`,
-    `import { FakeXiveDevice, FakePassthroughDevice, readStamp } from ${JSON.stringify(`${dist}native-stubs/index.js`)};`,
-    body,
-  ].join('\n');
-  const r = spawnSync(process.execPath, ['--input-type=module', '-e', code], { encoding: 'utf8', timeout: 30_000 });
-  return { status: r.status, signal: r.signal, out: `${r.stdout}${r.stderr}` };
-}
+import { expectBackingMatchesMemory, expectStamps, inChild, thrownBy } from './helpers.js';
 
 /** Try to give `obj` an own property (a frozen object refuses: that is a pass). Returns whether it took. */
 function shadow(obj: object, key: string, desc: PropertyDescriptor): boolean {

@@ -7,29 +7,14 @@
  * what could kill the process runs in a child.
  */
 import { expect } from 'chai';
-import { spawnSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
-import { fileURLToPath } from 'node:url';
 import { EsbController, PageSource, RemapError, type EsbDevice, type EsbGeometry, type EsbNotifier, type IpiPages } from 'xive-remap';
 import { FakePassthroughDevice, FakeXiveDevice, FaultyNative, type FaultSpec } from 'xive-remap/native-stubs';
 import { realNative } from '../src/internal.js';
-import { expectBackingMatchesMemory, expectRemapError, expectStamps, forwardingDevice, thrownBy } from './helpers.js';
+import { expectBackingMatchesMemory, expectRemapError, expectStamps, forwardingDevice, inChild, thrownBy } from './helpers.js';
 import { causeChain, openFds, regionHoles } from './model.js';
 
-const dist = fileURLToPath(new URL('..', import.meta.url));
 const fdIsOpen = (fd: number): boolean => existsSync(`/proc/self/fd/${fd}`);
-
-/** Run `body` (an ES module body with the package's entry points in scope) in a child process. */
-function inChild(body: string): { status: number | null; signal: NodeJS.Signals | null; out: string } {
-  const code = [
-    `import { EsbController, PageSource, RemapError } from ${JSON.stringify(`${dist}src/index.js`)};`,
-    `import { realNative } from ${JSON.stringify(`${dist}src/internal.js`)};`,
-    `import { FakeXiveDevice, FakePassthroughDevice, readStamp } from ${JSON.stringify(`${dist}native-stubs/index.js`)};`,
-    body,
-  ].join('\n');
-  const r = spawnSync(process.execPath, ['--input-type=module', '-e', code], { encoding: 'utf8', timeout: 30_000 });
-  return { status: r.status, signal: r.signal, out: `${r.stdout}${r.stderr}` };
-}
 
 /** A notifier that runs `hook` on each event (and may throw from it). */
 const notifier = (name: string, hook: (kind: string) => void): EsbNotifier => ({
