@@ -177,14 +177,14 @@ export class EsbController {
   readonly #ipiBaseN: number;
   /**
    * The region's own duplicate of the IPI handle's fixed fd (`IpiPages.fd`, read at open before the
-   * region's own mapping, duplicated inside `withFd` when that is the fd it handed over): -1 if
-   * none. Closed by `close()`. The handle's fd itself is never mapped from outside `withFd`: a handle
-   * that closed it (or named one it closes after each mapping) would leave a number that the next
-   * open file takes, and a detach would map that file's pages (past its end: SIGBUS).
+   * region's own mapping, duplicated inside `withFd` when that is the fd it handed over), kept where
+   * the Number path maps the IPI pages back (`#numbers` and `#ipiBaseN ≥ 0`); else -1 and every
+   * restore goes through `withFd`. Closed by `close()`. The handle's fd itself is never mapped from
+   * outside `withFd`: a handle that closed it (or named one it closes after each mapping) would
+   * leave a number that the next open file takes, and a detach would map that file's pages (past
+   * its end: SIGBUS).
    */
-  #ipiOwnFd: number;
-  /** `#ipiOwnFd` where the Number path maps the IPI pages back (`#numbers` and `#ipiBaseN ≥ 0`); else -1 and every restore goes through `withFd`. */
-  readonly #ipiFdN: number;
+  #ipiFdN: number;
   /**
    * Whether changes (overlay mode only: kernel-managed maps nothing) go through the native layer's
    * Number entry (`NativeLayer.remapShared`, where the layer defines it as its own property) — the
@@ -237,7 +237,6 @@ export class EsbController {
     this.#bpiN = Number(device.geometry.bytesPerIrq);
     this.#ipiBaseN = linearIpiBase(ipi, device.nrIrqs, device.geometry.bytesPerIrq);
     this.#numbers = mode === 'overlay' && this.#baseN >= 0 && hasOwnRemap(native);
-    this.#ipiOwnFd = ipiFd;
     this.#ipiFdN = this.#numbers && this.#ipiBaseN >= 0 ? ipiFd : -1;
     this.#budget = new VmaBudget(native, vmaLimit, memslot.userspaceAddr, memslot.userspaceAddr + memslot.size, limitSource);
     this.#roomyUpTo = this.#budget.roomyUpTo;
@@ -313,6 +312,8 @@ export class EsbController {
       const [limit, limitSource] =
         vmaLimit !== undefined ? [vmaLimit, 'the vmaLimit option'] : system !== undefined ? [system, 'vm.max_map_count'] : [65530, 'vm.max_map_count assumed: /proc/sys/vm/max_map_count unreadable'];
       const esb = new EsbController(dev, ipi, ownFd, { userspaceAddr: addr, size }, mode, native, limit, limitSource, slack);
+      // (Closed here, not by the constructor: until it returned, the catch below owned the duplicate.)
+      if (esb.#ipiFdN !== ownFd) closeFd(native, ownFd); // a duplicate nothing would map from
       esb.#syscalls++;
       return esb;
     } catch (e) {
@@ -648,8 +649,8 @@ export class EsbController {
     for (const r of this.#runs.runs) regionRefs.drop(r.source);
     this.#runs = RunTable.empty(this.nrIrqs);
     this.#stale.clear();
-    closeFd(this.#native, this.#ipiOwnFd);
-    this.#ipiOwnFd = -1;
+    closeFd(this.#native, this.#ipiFdN);
+    this.#ipiFdN = -1;
     this.#ipi?.close();
     this.#ipi = null;
     const destroyFailure = this.#destroyFailure;

@@ -11,6 +11,7 @@ import { EsbController, PageSource, type EsbDevice, type IpiPages } from 'xive-r
 import { FakePassthroughDevice, FakeXiveDevice, readStamp } from 'xive-remap/native-stubs';
 import { realNative } from '../src/internal.js';
 import { expectBackingMatchesMemory, expectStamps, forwardingDevice } from './helpers.js';
+import { openFds } from './model.js';
 
 const fdIsOpen = (fd: number): boolean => existsSync(`/proc/self/fd/${fd}`);
 
@@ -238,6 +239,23 @@ describe('hot-path handles: region references on the source, the IPI handle\'s f
         }
       });
     }
+
+    it('the region keeps its own duplicate only where it maps from it: one fd more than the handle\'s with linear offsets, none with offsets it cannot compute', () => {
+      const bpi = dev.geometry.bytesPerIrq;
+      for (const [what, device, extra] of [
+        ['linear offsets', forwardingDevice(dev), 1],
+        ['offsets that are not linear', forwardingDevice(dev, { openIpiPages: () => ({ ...dev.openIpiPages(), offsetOf: (irq: number) => BigInt(irq ^ 1) * bpi }) }), 0],
+      ] as const) {
+        const before = openFds();
+        const esb = EsbController.open(device);
+        try {
+          expect(openFds() - before, what).to.equal(1 + extra); // the handle's own duplicate, and the region's
+        } finally {
+          esb.close();
+        }
+        expect(openFds(), `${what}: every fd closed with the region`).to.equal(before);
+      }
+    });
 
     it('the fixed fd is not used by a region on the bigint path (a layer without remapShared)', () => {
       const { device, calls } = counted((inner) => inner.fd);
